@@ -1,0 +1,58 @@
+# Berth: the whole lifecycle in make targets. `make help` lists them.
+SHELL := /bin/bash
+PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
+	command -v $$p >/dev/null && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' && echo $$p && break; done)
+VENV := .venv
+BIN := $(VENV)/bin
+HOST ?= 127.0.0.1
+PORT ?= 8000
+EXTRAS_SERVE := sklearn
+EXTRAS_TEST := test
+
+.PHONY: help venv serve test lint typecheck unit examples clean
+
+help: ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-22s %s\n", $$1, $$2}'
+
+$(BIN)/python:
+	@test -n "$(PYTHON)" || { echo "Berth needs Python 3.11 or newer on PATH"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(VENV)/.serve: $(BIN)/python pyproject.toml
+	$(BIN)/pip install -q -e ".[$(EXTRAS_SERVE)]"
+	@touch $@
+
+$(VENV)/.test: $(BIN)/python pyproject.toml
+	$(BIN)/pip install -q -e ".[$(EXTRAS_TEST)]"
+	@touch $@ $(VENV)/.serve
+
+venv: $(VENV)/.serve ## create .venv and install Berth
+
+serve: $(VENV)/.serve ## train and register the intent example (once), then serve it on $(HOST):$(PORT)
+	$(BIN)/berth examples train intent --if-missing
+	@echo
+	@echo "Try it (in another terminal):"
+	@echo "  curl -s http://$(HOST):$(PORT)/predict -H 'Content-Type: application/json' -d '{\"text\": \"I want to cancel my subscription\"}'"
+	@echo "  curl -s http://$(HOST):$(PORT)/predict/batch -H 'Content-Type: application/json' -d '{\"instances\": [{\"text\": \"Hi, How are you?\"}, {\"text\": \"Great service!\"}]}'"
+	@echo "  open http://$(HOST):$(PORT)/docs"
+	@echo
+	$(BIN)/berth serve intent --host $(HOST) --port $(PORT)
+
+examples: $(VENV)/.serve ## train and register all four example models
+	$(BIN)/berth examples train all
+
+lint: $(VENV)/.test ## ruff on src/ and tests/
+	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests
+
+typecheck: $(VENV)/.test ## mypy --strict on src/
+	$(BIN)/mypy
+
+unit: $(VENV)/.test ## the pytest suite alone
+	$(BIN)/pytest -q
+
+test: $(VENV)/.test lint typecheck unit ## create .venv, install with test extras, lint, type-check and run the whole suite
+
+clean: ## remove the virtual environment and caches
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build dist

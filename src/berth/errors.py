@@ -1,0 +1,172 @@
+"""The one error tree of Berth: each class carries its HTTP status, gRPC code and error code.
+
+    BerthError                         500 internal_error
+    ├── InvalidInput                   422 invalid_input
+    │   └── MalformedRequest           400 malformed_request
+    ├── PayloadTooLarge                413 payload_too_large
+    ├── NotFound                       404 not_found
+    │   ├── ModelNotFound              404 model_not_found
+    │   └── VersionNotFound            404 version_not_found
+    ├── Conflict                       409 conflict
+    ├── RegistryError                  500 registry_error
+    ├── ModelLoadError                 500 model_load_error
+    │   ├── ChecksumMismatch           500 checksum_mismatch
+    │   ├── LibraryVersionMismatch     500 library_version_mismatch
+    │   ├── UnsafeModel                500 unsafe_model
+    │   └── MissingExtra               500 missing_extra
+    ├── ModelFailed                    500 model_failed  (message hides internals)
+    └── Unavailable                    503 unavailable   (answered with Retry-After)
+        ├── NotReady                   503 not_ready
+        └── Overloaded                 503 overloaded
+
+Classes hold data, not logic. The protocol adapters (server/) map them to wire responses.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BerthError",
+    "ChecksumMismatch",
+    "Conflict",
+    "InvalidInput",
+    "LibraryVersionMismatch",
+    "MalformedRequest",
+    "MissingExtra",
+    "ModelFailed",
+    "ModelLoadError",
+    "ModelNotFound",
+    "NotFound",
+    "NotReady",
+    "Overloaded",
+    "PayloadTooLarge",
+    "RegistryError",
+    "Unavailable",
+    "UnsafeModel",
+    "VersionNotFound",
+]
+
+
+class BerthError(Exception):
+    """Base of every error Berth raises on purpose."""
+
+    status_code = 500
+    grpc_code = "INTERNAL"
+    code = "internal_error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidInput(BerthError):
+    """The request was well-formed but its content does not fit the model's signature."""
+
+    status_code = 422
+    grpc_code = "INVALID_ARGUMENT"
+    code = "invalid_input"
+
+
+class MalformedRequest(InvalidInput):
+    """The request body could not be parsed at all (not JSON, wrong top-level shape)."""
+
+    status_code = 400
+    code = "malformed_request"
+
+
+class PayloadTooLarge(BerthError):
+    """The request body or batch exceeds a configured limit."""
+
+    status_code = 413
+    grpc_code = "RESOURCE_EXHAUSTED"
+    code = "payload_too_large"
+
+
+class NotFound(BerthError):
+    """Something named in the request does not exist."""
+
+    status_code = 404
+    grpc_code = "NOT_FOUND"
+    code = "not_found"
+
+
+class ModelNotFound(NotFound):
+    """No model of that name is registered or served."""
+
+    code = "model_not_found"
+
+
+class VersionNotFound(NotFound):
+    """The model exists, but not that version or alias."""
+
+    code = "version_not_found"
+
+
+class Conflict(BerthError):
+    """The operation contradicts the registry's state (e.g. deleting a version an alias points at)."""
+
+    status_code = 409
+    grpc_code = "FAILED_PRECONDITION"
+    code = "conflict"
+
+
+class RegistryError(BerthError):
+    """The registry's storage is unreadable or inconsistent."""
+
+    code = "registry_error"
+
+
+class ModelLoadError(BerthError):
+    """A registered model could not be loaded."""
+
+    code = "model_load_error"
+
+
+class ChecksumMismatch(ModelLoadError):
+    """A file of a registered version does not match its recorded sha256."""
+
+    code = "checksum_mismatch"
+
+
+class LibraryVersionMismatch(ModelLoadError):
+    """The model was registered with library versions that the running ones refuse."""
+
+    code = "library_version_mismatch"
+
+
+class UnsafeModel(ModelLoadError):
+    """The artifact would need to execute code that the loading policy does not trust."""
+
+    code = "unsafe_model"
+
+
+class MissingExtra(ModelLoadError):
+    """The runtime needs an optional dependency that is not installed."""
+
+    code = "missing_extra"
+
+
+class ModelFailed(BerthError):
+    """The model raised while predicting. The message is safe to show; details go to the log."""
+
+    code = "model_failed"
+
+
+class Unavailable(BerthError):
+    """The server cannot take this request now; the client should retry later."""
+
+    status_code = 503
+    grpc_code = "UNAVAILABLE"
+    code = "unavailable"
+    retry_after_s = 1
+
+
+class NotReady(Unavailable):
+    """The model is not loaded (yet)."""
+
+    code = "not_ready"
+
+
+class Overloaded(Unavailable):
+    """A queue or concurrency bound is full."""
+
+    code = "overloaded"

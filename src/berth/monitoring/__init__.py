@@ -1,0 +1,1 @@
+"""Statistics, metrics and logs that tell whether a served model is healthy."""

@@ -1,0 +1,53 @@
+"""Framework runtimes, imported lazily so that a missing extra fails with a clear message."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+from berth.errors import InvalidInput, MissingExtra
+from berth.runtimes.base import Batch, Model
+
+__all__ = ["Batch", "Model", "runtime_for", "runtime_for_file"]
+
+# framework -> (module, class, extra that installs its dependencies)
+RUNTIMES: dict[str, tuple[str, str, str]] = {
+    "sklearn": ("berth.runtimes.sklearn", "SklearnModel", "sklearn"),
+}
+
+SUFFIXES: dict[str, str] = {
+    ".joblib": "sklearn",
+    ".jbl": "sklearn",
+    ".pkl": "sklearn",
+    ".pickle": "sklearn",
+    ".skops": "sklearn",
+}
+
+
+def runtime_for(framework: str) -> type[Model]:
+    """The runtime class for `framework`, importing it (and its framework) now."""
+    try:
+        module_name, class_name, extra = RUNTIMES[framework]
+    except KeyError:
+        raise InvalidInput(
+            f"unknown framework {framework!r}; known: {', '.join(sorted(RUNTIMES))}"
+        ) from None
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise MissingExtra(
+            f"the {framework} runtime needs {exc.name or 'an optional package'}: "
+            f"pip install 'berth[{extra}]'"
+        ) from exc
+    runtime: type[Model] = getattr(module, class_name)
+    return runtime
+
+
+def runtime_for_file(path: Path) -> type[Model]:
+    """The runtime that reads files like `path`, chosen by its suffix."""
+    framework = SUFFIXES.get(path.suffix.lower())
+    if framework is None:
+        raise InvalidInput(
+            f"cannot tell the format of {path.name}: expected one of {', '.join(sorted(SUFFIXES))}"
+        )
+    return runtime_for(framework)

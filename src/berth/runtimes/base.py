@@ -1,0 +1,49 @@
+"""The one `Model` contract every framework runtime implements."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from berth.settings import Settings
+from berth.types import ModelCard, Outputs
+
+__all__ = ["Batch", "Model"]
+
+Batch = list[str] | np.ndarray[Any, np.dtype[np.float64]]
+"""A batch of rows: raw strings for text models, a 2-D float64 array for tabular ones."""
+
+
+class Model(ABC):
+    """A loaded model version. Blocking calls; the data plane decides which thread runs them."""
+
+    framework: ClassVar[str]
+
+    def __init__(self, card: ModelCard, directory: Path, settings: Settings) -> None:
+        self.card = card
+        self.directory = directory
+        self.settings = settings
+
+    @classmethod
+    @abstractmethod
+    def inspect(
+        cls, path: Path, settings: Settings, feature_names: list[str] | None = None
+    ) -> ModelCard:
+        """Load the artifact at `path` and describe it: task, signature, classes, libraries.
+
+        `feature_names` names the inputs of a tabular model that does not record names itself.
+        """
+
+    @abstractmethod
+    def load(self) -> None:
+        """Load the artifact from `directory` (checksums were verified by the caller)."""
+
+    @abstractmethod
+    def predict(self, batch: Batch) -> Outputs:
+        """Predict a batch of rows; must be safe to call from several threads."""
+
+    def metadata(self) -> ModelCard:
+        return self.card

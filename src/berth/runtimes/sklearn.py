@@ -1,0 +1,230 @@
+"""scikit-learn estimators and pipelines (and anything with their interface) from joblib, pickle or skops."""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import platform
+import warnings
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from typing import Any
+
+import joblib
+import numpy as np
+import sklearn
+import sklearn.exceptions
+from sklearn.base import is_classifier, is_regressor
+
+from berth.errors import InvalidInput, LibraryVersionMismatch, ModelLoadError, UnsafeModel
+from berth.runtimes.base import Batch, Model
+from berth.settings import Settings
+from berth.types import Label, ModelCard, Outputs, Signature, Task
+
+__all__ = ["SklearnModel", "describe_estimator"]
+
+log = logging.getLogger("berth.runtimes.sklearn")
+
+FORMATS = {
+    ".joblib": "joblib",
+    ".jbl": "joblib",
+    ".pkl": "pickle",
+    ".pickle": "pickle",
+    ".skops": "skops",
+}
+
+
+def _load_artifact(path: Path, fmt: str, settings: Settings) -> Any:
+    if fmt == "skops":
+        import skops.io
+
+        untrusted = skops.io.get_untrusted_types(file=path)
+        refused = [t for t in untrusted if t.split(".")[0] not in settings.trusted_modules]
+        if refused:
+            raise UnsafeModel(
+                f"{path.name} contains types outside the trusted modules "
+                f"({', '.join(settings.trusted_modules)}): {', '.join(refused)}"
+            )
+        return skops.io.load(path, trusted=untrusted)
+    if fmt == "joblib":
+        return joblib.load(path)
+    with path.open("rb") as handle:
+        return pickle.load(handle)
+
+
+def _native(value: Any) -> Label:
+    """A numpy scalar as the plain Python value JSON can carry."""
+    item = value.item() if isinstance(value, np.generic) else value
+    if not isinstance(item, str | int | float | bool):
+        raise InvalidInput(f"class label {value!r} is not a string, number or boolean")
+    return item
+
+
+def _is_text_step(step: Any) -> bool:
+    if hasattr(step, "build_analyzer"):  # CountVectorizer, TfidfVectorizer, HashingVectorizer
+        return True
+    parts = getattr(step, "transformer_list", None) or []  # FeatureUnion of vectorizers
+    return bool(parts) and all(_is_text_step(t) for _, t in parts)
+
+
+def _first_step(estimator: Any) -> Any:
+    while hasattr(estimator, "steps"):
+        estimator = estimator.steps[0][1]
+    return estimator
+
+
+def _final_step(estimator: Any) -> Any:
+    while hasattr(estimator, "steps"):
+        estimator = estimator.steps[-1][1]
+    return estimator
+
+
+def describe_estimator(
+    estimator: Any, feature_names: list[str] | None = None
+) -> tuple[Task, Signature, list[Label] | None, bool]:
+    """Infer task, input signature, classes and whether probabilities exist from a fitted estimator."""
+    if not hasattr(estimator, "predict"):
+        raise InvalidInput(f"{type(estimator).__name__} has no predict method")
+    task: Task
+    if is_classifier(estimator) or (hasattr(estimator, "classes_") and not is_regressor(estimator)):
+        task = "classification"
+    elif is_regressor(estimator):
+        task = "regression"
+    else:
+        raise InvalidInput(
+            f"cannot tell whether {type(estimator).__name__} is a classifier or a regressor"
+        )
+    if _is_text_step(_first_step(estimator)):
+        signature = Signature(kind="text")
+    else:
+        names = getattr(estimator, "feature_names_in_", None)
+        n_features = getattr(estimator, "n_features_in_", None)
+        if names is not None:
+            feature_names = [str(n) for n in names]
+        if n_features is None:
+            if feature_names is None:
+                raise InvalidInput(
+                    f"{type(estimator).__name__} does not record how many features it takes "
+                    "(no n_features_in_): is it fitted?"
+                )
+            n_features = len(feature_names)
+        if feature_names is not None and len(feature_names) != n_features:
+            raise InvalidInput(
+                f"the model takes {n_features} features but {len(feature_names)} names were given"
+            )
+        signature = Signature(
+            kind="tabular", n_features=int(n_features), feature_names=feature_names
+        )
+    classes = None
+    if task == "classification":
+        raw = getattr(estimator, "classes_", None)
+        if raw is None:
+            raise InvalidInput(f"{type(estimator).__name__} has no classes_: is it fitted?")
+        classes = [_native(c) for c in raw]
+    return task, signature, classes, hasattr(estimator, "predict_proba")
+
+
+def library_versions(estimator: Any, fmt: str) -> dict[str, str]:
+    versions = {
+        "python": platform.python_version(),
+        "scikit-learn": sklearn.__version__,
+        "numpy": np.__version__,
+        "joblib": joblib.__version__,
+    }
+    packages = {type(_final_step(estimator)).__module__.split(".")[0]}
+    if fmt == "skops":
+        packages.add("skops")
+    for package in sorted(packages - {"sklearn", "numpy", "joblib", "__main__"}):
+        try:
+            versions[package] = importlib_metadata.version(package)
+        except importlib_metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+class SklearnModel(Model):
+    """A fitted scikit-learn estimator or pipeline."""
+
+    framework = "sklearn"
+
+    @classmethod
+    def inspect(
+        cls, path: Path, settings: Settings, feature_names: list[str] | None = None
+    ) -> ModelCard:
+        fmt = FORMATS.get(path.suffix.lower())
+        if fmt is None:
+            raise InvalidInput(f"{path.name}: expected one of {', '.join(sorted(FORMATS))}")
+        estimator = _load_artifact(path, fmt, settings)
+        task, signature, classes, has_proba = describe_estimator(estimator, feature_names)
+        return ModelCard(
+            framework=cls.framework,
+            format=fmt,
+            artifact=path.name,
+            task=task,
+            signature=signature,
+            classes=classes,
+            has_probabilities=has_proba,
+            libraries=library_versions(estimator, fmt),
+            description=type(estimator).__name__,
+        )
+
+    def load(self) -> None:
+        mismatch = self._check_library_versions()
+        path = self.directory / self.card.artifact
+        try:
+            with warnings.catch_warnings():
+                if mismatch:  # already logged once, in our words
+                    warnings.simplefilter("ignore", sklearn.exceptions.InconsistentVersionWarning)
+                self.estimator = _load_artifact(path, self.card.format, self.settings)
+        except UnsafeModel:
+            raise
+        except Exception as exc:
+            raise ModelLoadError(f"{self.card.ref}: cannot load {path.name}: {exc}") from exc
+        self._classes = np.asarray(self.card.classes, dtype=object) if self.card.classes else None
+        # SVMs compute probabilities separately from their decision (Platt scaling), so their
+        # label must come from predict(); for every other classifier argmax(proba) is the label.
+        self._proba_gives_label = self.card.has_probabilities and not hasattr(
+            _final_step(self.estimator), "probA_"
+        )
+        names = getattr(self.estimator, "feature_names_in_", None)
+        self._frame_columns = list(names) if names is not None else None
+
+    def predict(self, batch: Batch) -> Outputs:
+        rows = self._as_model_input(batch)
+        if self.card.task == "regression":
+            values = np.asarray(self.estimator.predict(rows), dtype=np.float64).reshape(
+                len(batch), -1
+            )
+            return Outputs(values=values[:, 0])
+        if self.card.has_probabilities:
+            proba = np.asarray(self.estimator.predict_proba(rows), dtype=np.float64)
+            if self._proba_gives_label and self._classes is not None:
+                return Outputs(
+                    labels=self._classes[proba.argmax(axis=1)].tolist(), probabilities=proba
+                )
+            return Outputs(labels=self._labels(self.estimator.predict(rows)), probabilities=proba)
+        return Outputs(labels=self._labels(self.estimator.predict(rows)))
+
+    def _as_model_input(self, batch: Batch) -> Any:
+        if self._frame_columns is None or isinstance(batch, list):
+            return batch
+        import pandas as pd  # type: ignore[import-untyped]  # a model fitted on a DataFrame was trained where pandas exists
+
+        return pd.DataFrame(batch, columns=self._frame_columns)
+
+    @staticmethod
+    def _labels(raw: Any) -> list[Label]:
+        return [_native(v) for v in raw]
+
+    def _check_library_versions(self) -> bool:
+        recorded = self.card.libraries.get("scikit-learn")
+        if recorded is None or recorded.split(".")[:2] == sklearn.__version__.split(".")[:2]:
+            return False
+        message = (
+            f"{self.card.ref} was registered with scikit-learn {recorded}, "
+            f"this server runs {sklearn.__version__}"
+        )
+        if self.settings.strict_library_versions:
+            raise LibraryVersionMismatch(message + " (BERTH_STRICT_LIBRARY_VERSIONS is on)")
+        log.warning(message + "; predictions may differ")
+        return True

@@ -1,0 +1,78 @@
+"""The app factory: one FastAPI app bound to one data plane, built on demand (never at import)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from starlette.middleware.cors import CORSMiddleware
+
+from berth import __version__
+from berth.dataplane import DataPlane
+from berth.registry import Registry
+from berth.server import rest
+from berth.server.errors import install_error_handlers
+from berth.server.middleware import RequestContextMiddleware
+from berth.server.schemas import BatchRequest, PredictRequest
+from berth.settings import Settings
+
+__all__ = ["create_app"]
+
+DESCRIPTION = """Berth serves registered models over a simple JSON API.
+
+Text models take `{"text": "..."}`; tabular models take `{"features": [numbers]}` or
+`{"features": {"name": number}}`. Batches are `{"instances": [...]}`. Errors always have the
+body `{"error": "...", "code": "..."}`.
+"""
+
+
+def create_app(settings: Settings | None = None, dataplane: DataPlane | None = None) -> FastAPI:
+    """Build the ASGI app; models load in its lifespan, and `/ready` turns 200 when they have."""
+    settings = settings or Settings()
+    if dataplane is None:
+        dataplane = DataPlane(Registry(settings.registry), settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await dataplane.start()
+        try:
+            yield
+        finally:
+            await dataplane.stop()
+
+    app = FastAPI(title="Berth", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    app.state.dataplane = dataplane
+    app.state.settings = settings
+    install_error_handlers(app)
+    app.include_router(rest.build_router(dataplane))
+    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
+    if settings.cors_origins:  # outermost, so preflight answers never reach the routes
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["*"],
+            expose_headers=["X-Request-ID"],
+        )
+    _add_body_schemas(app)
+    return app
+
+
+def _add_body_schemas(app: FastAPI) -> None:
+    """Put the hand-parsed request bodies' schemas into the OpenAPI components."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            for model in (PredictRequest, BatchRequest):
+                body = model.model_json_schema(ref_template="#/components/schemas/{model}")
+                components.update(body.pop("$defs", {}))
+                components[model.__name__] = body
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

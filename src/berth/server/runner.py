@@ -1,0 +1,51 @@
+"""Run the app under uvicorn, after loading models so that start-up errors are plain messages."""
+
+from __future__ import annotations
+
+import uvicorn
+from rich.console import Console
+
+from berth.dataplane import DataPlane
+from berth.logs import configure_logging
+from berth.registry import Registry
+from berth.server.app import create_app
+from berth.settings import Settings
+
+__all__ = ["run"]
+
+
+def _banner(settings: Settings, dataplane: DataPlane) -> None:
+    base = f"http://{settings.host}:{settings.port}"
+    console = Console(stderr=True)
+    console.print(
+        f"[bold]Berth[/] serving {', '.join(c.ref for c in dataplane.served.values())} on {base}"
+    )
+    console.print(f"  docs:   {base}/docs")
+    for card in dataplane.served.values():
+        if card.input_example is not None:
+            import orjson
+
+            body = orjson.dumps(card.input_example).decode()
+            console.print(
+                f"  try:    curl -s {base}/models/{card.name}/predict -H 'Content-Type: application/json' "
+                f"-d '{body}'",
+                highlight=False,
+                soft_wrap=True,
+            )
+
+
+def run(settings: Settings) -> None:
+    """Serve the configured models until interrupted."""
+    configure_logging(settings)
+    dataplane = DataPlane(Registry(settings.registry), settings)
+    app = create_app(settings, dataplane)
+    _banner(settings, dataplane)
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=30,
+    )

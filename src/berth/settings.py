@@ -1,0 +1,90 @@
+"""The one settings tree: CLI flag > environment (`BERTH_...`) > `.env` file > default."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BeforeValidator, Field
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+__all__ = ["Settings", "settings_reference"]
+
+
+def _split_csv(value: Any) -> Any:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+CsvList = Annotated[list[str], NoDecode, BeforeValidator(_split_csv)]
+
+
+class Settings(BaseSettings):
+    """Berth's configuration. Every field can be set as `BERTH_<FIELD>` in the environment or `.env`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="BERTH_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        env_nested_delimiter="__",
+        extra="ignore",
+        use_attribute_docstrings=True,
+        validate_default=True,
+    )
+
+    registry: Path = Path("registry")
+    """Root folder of the model registry."""
+
+    host: str = "127.0.0.1"
+    """Address `berth serve` binds to."""
+
+    port: int = Field(default=8000, ge=0, le=65535)
+    """HTTP port of `berth serve`."""
+
+    models: CsvList = Field(default_factory=list)
+    """Models to serve, as `NAME`, `NAME@VERSION` or `NAME@ALIAS` (comma-separated in the
+    environment). Empty: every model that has a `production` alias."""
+
+    default_model: str | None = None
+    """Model answered by `/predict`, `/predict/batch` and `/model/info` when several are served."""
+
+    serve_alias: str = "production"
+    """Alias a served model follows when it is named without a version."""
+
+    max_batch: int = Field(default=1000, ge=1)
+    """Largest number of instances accepted in one batch request."""
+
+    max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    """Largest request body accepted, in bytes; larger bodies get 413."""
+
+    cors_origins: CsvList = Field(default_factory=list)
+    """Origins allowed by CORS (comma-separated). Empty: CORS headers are not sent at all."""
+
+    strict_library_versions: bool = False
+    """Refuse to load a model registered under a different scikit-learn minor version (otherwise a
+    warning is logged)."""
+
+    trusted_modules: CsvList = Field(default_factory=lambda: ["sklearn", "numpy", "scipy"])
+    """Top-level modules whose types a skops file may contain (comma-separated)."""
+
+    predict_threads: int = Field(default=4, ge=1)
+    """Threads that run model code off the event loop."""
+
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    """Minimum level of log records."""
+
+    log_format: Literal["json", "text"] = "json"
+    """`json`: one JSON object per line; `text`: human-readable lines."""
+
+
+def settings_reference() -> str:
+    """The configuration reference as Markdown, generated from the field docstrings."""
+    lines = ["| Setting | Environment | Default | Meaning |", "|---|---|---|---|"]
+    for name, field in Settings.model_fields.items():
+        default = field.default_factory() if field.default_factory else field.default  # type: ignore[call-arg]
+        if isinstance(default, list):
+            default = ",".join(default) or "(empty)"
+        doc = " ".join((field.description or "").split())
+        lines.append(f"| `{name}` | `BERTH_{name.upper()}` | `{default}` | {doc} |")
+    return "\n".join(lines) + "\n"
