@@ -1,0 +1,5 @@
+"""`python -m berth.cli`."""
+
+from berth.cli.main import main
+
+main()
