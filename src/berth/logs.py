@@ -17,7 +17,7 @@ import orjson
 
 from berth.settings import Settings
 
-__all__ = ["JsonFormatter", "configure_logging"]
+__all__ = ["JsonFormatter", "configure_logging", "drain"]
 
 _STANDARD = set(logging.makeLogRecord({}).__dict__) | {
     "message",
@@ -26,6 +26,7 @@ _STANDARD = set(logging.makeLogRecord({}).__dict__) | {
     "color_message",
 }
 _listener: logging.handlers.QueueListener | None = None
+_LOGGERS = ("berth", "uvicorn", "uvicorn.error")
 
 
 class JsonFormatter(logging.Formatter):
@@ -84,9 +85,23 @@ def configure_logging(settings: Settings, stream: Any = None) -> None:
     _listener.start()
     atexit.register(_listener.stop)
     level = settings.log_level.upper()
-    for name in ("berth", "uvicorn", "uvicorn.error"):
+    for name in _LOGGERS:
         logger = logging.getLogger(name)
         logger.handlers = [_Enqueue(records)]
         logger.setLevel(level)
         logger.propagate = False
     logging.getLogger("uvicorn.access").disabled = True
+
+
+def drain() -> None:
+    """Write out every queued record and log synchronously from now on (called at shutdown).
+
+    uvicorn re-raises SIGTERM after a graceful shutdown, so atexit handlers never run.
+    """
+    global _listener
+    if _listener is None:
+        return
+    listener, _listener = _listener, None
+    listener.stop()
+    for name in _LOGGERS:
+        logging.getLogger(name).handlers = list(listener.handlers)

@@ -26,7 +26,7 @@ from berth.settings import Settings
 
 __all__ = ["BerthGroup", "CliState", "byte_progress", "console", "print_json", "spinner"]
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True, highlight=False)
 out = Console()
 
 
@@ -51,13 +51,17 @@ class BerthGroup(click.Group):
         try:
             return super().invoke(ctx)
         except BerthError as exc:
-            console.print(f"[bold red]error:[/] {exc.message}", highlight=False)
+            console.print(f"[bold red]error:[/] {exc.message}", highlight=False, soft_wrap=True)
             sys.exit(1)
 
 
 @contextmanager
 def spinner(text: str) -> Iterator[None]:
     """A spinner with elapsed time for a step that takes more than about a second."""
+    if not console.is_terminal:
+        yield
+        console.print(f"✓ {text}", highlight=False, soft_wrap=True)
+        return
     with Progress(
         SpinnerColumn(),
         TextColumn("{task.description}"),
@@ -67,12 +71,15 @@ def spinner(text: str) -> Iterator[None]:
     ) as progress:
         progress.add_task(text, total=None)
         yield
-    console.print(f"[green]✓[/] {text}")
+    console.print(f"[green]✓[/] {text}", highlight=False, soft_wrap=True)
 
 
 @contextmanager
 def byte_progress(text: str, total: int) -> Iterator[Any]:
     """A progress bar over `total` bytes; yields the callback to advance it."""
+    if not console.is_terminal:
+        yield lambda n: None
+        return
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),

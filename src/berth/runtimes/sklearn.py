@@ -183,8 +183,8 @@ class SklearnModel(Model):
         self._classes = np.asarray(self.card.classes, dtype=object) if self.card.classes else None
         # SVMs compute probabilities separately from their decision (Platt scaling), so their
         # label must come from predict(); for every other classifier argmax(proba) is the label.
-        self._proba_gives_label = self.card.has_probabilities and not hasattr(
-            _final_step(self.estimator), "probA_"
+        self._proba_gives_label = self.card.has_probabilities and (
+            getattr(_final_step(self.estimator), "probability", False) is not True
         )
         names = getattr(self.estimator, "feature_names_in_", None)
         self._frame_columns = list(names) if names is not None else None

@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
-from berth import __version__
+from berth import __version__, logs
 from berth.dataplane import DataPlane
 from berth.registry import Registry
 from berth.server import rest
@@ -41,6 +41,7 @@ def create_app(settings: Settings | None = None, dataplane: DataPlane | None = N
             yield
         finally:
             await dataplane.stop()
+            logs.drain()
 
     app = FastAPI(title="Berth", version=__version__, description=DESCRIPTION, lifespan=lifespan)
     app.state.dataplane = dataplane
