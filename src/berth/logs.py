@@ -76,14 +76,14 @@ class _Enqueue(logging.handlers.QueueHandler):
 def configure_logging(settings: Settings, stream: Any = None) -> None:
     """Route every `berth.*` and `uvicorn.*` record through one queue to `stream` (stderr)."""
     global _listener
-    if _listener is not None:
-        _listener.stop()
+    drain()
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter() if settings.log_format == "json" else TextFormatter())
     records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
     _listener = logging.handlers.QueueListener(records, handler, respect_handler_level=False)
     _listener.start()
-    atexit.register(_listener.stop)
+    atexit.unregister(drain)
+    atexit.register(drain)
     level = settings.log_level.upper()
     for name in _LOGGERS:
         logger = logging.getLogger(name)
