@@ -9,7 +9,7 @@ PORT ?= 8000
 EXTRAS_SERVE := sklearn
 EXTRAS_TEST := test
 
-.PHONY: help venv serve test lint typecheck unit examples clean
+.PHONY: help venv serve test lint typecheck unit examples clean docs-config
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-22s %s\n", $$1, $$2}'
@@ -56,3 +56,8 @@ test: $(VENV)/.test lint typecheck unit ## create .venv, install with test extra
 
 clean: ## remove the virtual environment and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build dist
+
+docs-config: $(VENV)/.serve ## regenerate the settings table in docs/configuration.md
+	$(BIN)/python -c "import pathlib; from berth.settings import settings_reference as ref; \
+	p = pathlib.Path('docs/configuration.md'); text = p.read_text(); \
+	p.write_text(text[:text.index('| Setting |')] + ref())"

@@ -176,4 +176,4 @@ def test_configuration_docs_are_current() -> None:
     from berth.settings import settings_reference
 
     docs = (Path(__file__).resolve().parents[1] / "docs" / "configuration.md").read_text()
-    assert settings_reference() in docs, "regenerate with: berth config reference"
+    assert settings_reference() in docs, "regenerate with: make docs-config"

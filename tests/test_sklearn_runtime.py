@@ -57,10 +57,11 @@ def _register(registry: Registry, path: Path, name: str = "m", **kwargs: Any) ->
 
 
 def _predict(registry: Registry, body: Any, many: bool = False, **settings: Any) -> Any:
-    plane = DataPlane(registry, Settings(registry=registry.root, **settings))
+    plane = DataPlane(registry, Settings(registry=registry.root, refresh_interval_s=0, **settings))
 
     async def run() -> Any:
         try:
+            await plane.start()
             return await plane.predict(None, None, body, many=many)
         finally:
             await plane.stop()

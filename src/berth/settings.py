@@ -52,6 +52,10 @@ class Settings(BaseSettings):
     serve_alias: str = "production"
     """Alias a served model follows when it is named without a version."""
 
+    refresh_interval_s: float = Field(default=2.0, ge=0)
+    """How often served models' aliases and routes are re-read from the registry, in seconds; a
+    change loads and warms the new version before switching to it. 0 turns the watch off."""
+
     max_batch: int = Field(default=1000, ge=1)
     """Largest number of instances accepted in one batch request."""
 

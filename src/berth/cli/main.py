@@ -71,12 +71,13 @@ def predict(state: CliState, ref: str, payload: str) -> None:
         body = orjson.loads(payload)
     except orjson.JSONDecodeError as exc:
         raise MalformedRequest(f"PAYLOAD is not valid JSON: {exc}") from None
-    settings = state.settings(models=[ref])
+    settings = state.settings(models=[ref], refresh_interval_s=0)
     dataplane = DataPlane(Registry(settings.registry), settings)
     many = isinstance(body, dict) and "instances" in body
 
     async def once() -> Any:
         try:
+            await dataplane.start()
             return await dataplane.predict(None, None, body, many=many)
         finally:
             await dataplane.stop()

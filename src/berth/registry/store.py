@@ -32,6 +32,7 @@ __all__ = ["Registry", "parse_ref"]
 
 CARD_FILE = "model.json"
 ALIASES_FILE = "aliases.json"
+ROUTE_FILE = "route.json"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 ALIAS_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
 RESERVED_ALIASES = {"latest"}
@@ -226,6 +227,26 @@ class Registry:
             trash = self.root / name / f".trash-{uuid.uuid4().hex}"
             self.path(name, version).rename(trash)
             shutil.rmtree(trash, ignore_errors=True)
+
+    def route(self, name: str) -> dict[str, Any] | None:
+        """The stored traffic route of `name` (see berth.router.Route), or None."""
+        path = self.root / _check_name(name) / ROUTE_FILE
+        if not path.exists():
+            return None
+        try:
+            data: dict[str, Any] = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise RegistryError(f"cannot read {path}: {exc}") from exc
+        return data
+
+    def set_route(self, name: str, route: dict[str, Any] | None) -> None:
+        """Store (or, with None, remove) the traffic route of `name`."""
+        with self._locked(name):
+            path = self.root / name / ROUTE_FILE
+            if route is None:
+                path.unlink(missing_ok=True)
+            else:
+                _write_json_atomic(path, route)
 
     # -- internals --------------------------------------------------------------------------
 

@@ -63,14 +63,22 @@ def build_router(dataplane: DataPlane) -> APIRouter:
     ) -> Response:
         body = parse_json(await request.body())
         request_id = request_id_of(request.scope)
-        prediction = await dataplane.predict(name, version, body, many=many, request_id=request_id)
+        prediction = await dataplane.predict(
+            name,
+            version or request.headers.get("x-berth-version") or None,
+            body,
+            many=many,
+            request_id=request_id,
+            key=request.headers.get("x-berth-key"),
+        )
         rows = prediction_rows(prediction)
-        head = {
-            "model": prediction.card.name,
-            "version": prediction.card.version,
-            "request_id": request_id,
-        }
-        return json_response({**head, "predictions": rows} if many else {**head, **rows[0]})
+        card = prediction.card
+        head = {"model": card.name, "version": card.version, "request_id": request_id}
+        headers = {"X-Berth-Version": str(card.version)}
+        if prediction.variant is not None:
+            headers["X-Berth-Variant"] = prediction.variant
+        payload = {**head, "predictions": rows} if many else {**head, **rows[0]}
+        return json_response(payload, headers=headers)
 
     def info(name: str | None, version: str | None) -> Response:
         card = dataplane.card(name, version)
