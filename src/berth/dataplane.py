@@ -128,7 +128,7 @@ class DataPlane:
         self._load_lock = threading.Lock()
         self._refresh_lock = asyncio.Lock()
         self._background: set[asyncio.Task[Any]] = set()
-        self._last_judged: dict[str, float] = {}
+        self._canary_seen: dict[str, int] = {}
         self.ready = False
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -334,10 +334,12 @@ class DataPlane:
 
     def _judge(self, name: str, route: Route) -> None:
         policy = route.auto_rollback
-        now = time.monotonic()
-        if policy is None or now - self._last_judged.get(name, 0.0) < 0.5:
+        if policy is None:
             return
-        self._last_judged[name] = now
+        seen = self._canary_seen[name] = self._canary_seen.get(name, 0) + 1
+        if seen % max(1, policy.min_requests // 5):
+            return
+        now = time.monotonic()
         primary = self.experiments.stats(name, route.primary_target)
         n_p, err_p, p99_p = primary.window_summary(now, policy.window_s)
         for target, weight in route.weights.items():

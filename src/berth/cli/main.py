@@ -13,6 +13,7 @@ from berth import __version__
 from berth.cli.common import BerthGroup, CliState, console, print_json
 from berth.cli.examples import examples
 from berth.cli.models import models
+from berth.cli.routes import routes
 from berth.errors import MalformedRequest
 
 __all__ = ["cli", "main"]
@@ -34,6 +35,7 @@ def cli(ctx: click.Context, registry: Path | None) -> None:
 
 cli.add_command(models)
 cli.add_command(examples)
+cli.add_command(routes)
 
 
 @cli.command()

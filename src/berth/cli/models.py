@@ -157,9 +157,17 @@ def show(state: CliState, ref: str) -> None:
 @click.argument("name")
 @click.argument("version", type=int)
 @click.option("--alias", default="production", show_default=True)
+@click.option("--no-check", is_flag=True, help="Skip loading the version before moving the alias.")
 @click.pass_obj
-def promote(state: CliState, name: str, version: int, alias: str) -> None:
-    """Point ALIAS of NAME at VERSION."""
+def promote(state: CliState, name: str, version: int, alias: str, no_check: bool) -> None:
+    """Point ALIAS of NAME at VERSION (after checking that it loads and answers).
+
+    Running servers load and warm up the new version, switch to it, then unload the old one.
+    """
+    if not no_check:
+        from berth.cli.routes import check_loads
+
+        check_loads(state, name, [str(version)])
     previous = state.registry().set_alias(name, alias, version)
     console.print(
         f"[green]✓[/] {name}: {alias} {previous if previous is not None else '(none)'} → {version}"

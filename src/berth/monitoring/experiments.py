@@ -20,13 +20,16 @@ __all__ = ["ExperimentBook", "VariantStats", "two_proportion_z_test"]
 
 REMEMBERED = 100_000
 LATENCY_SAMPLES = 10_000
+WINDOW_CAP = 5_000  # outcomes kept for auto-rollback judgements, however busy the window
 
 
 @dataclass
 class VariantStats:
     """Everything observed for one variant of one model's route."""
 
-    window: deque[tuple[float, bool, float]] = field(default_factory=deque)
+    window: deque[tuple[float, bool, float]] = field(
+        default_factory=lambda: deque(maxlen=WINDOW_CAP)
+    )
     requests: int = 0
     errors: int = 0
     latencies: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_SAMPLES))

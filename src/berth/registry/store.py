@@ -66,7 +66,7 @@ def _check_alias(alias: str) -> str:
 
 def _write_json_atomic(path: Path, data: Any) -> None:
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
     tmp.replace(path)
 
 
