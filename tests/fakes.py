@@ -15,11 +15,11 @@ from typing import Any
 import numpy as np
 
 from berth.registry import Registry
-from berth.runtimes import RUNTIMES, Batch, Model
+from berth.runtimes import Batch, Model
 from berth.settings import Settings
 from berth.types import ModelCard, Outputs, Signature
 
-FRAMEWORK = "fake"
+FRAMEWORK = "tests.fakes:FakeModel"
 
 
 class FakeModel(Model):
@@ -51,7 +51,7 @@ class FakeModel(Model):
 
 
 def install_fake_runtime() -> None:
-    RUNTIMES[FRAMEWORK] = ("tests.fakes", "FakeModel", "test")
+    """Nothing to install: cards name the runtime by import path (`tests.fakes:FakeModel`)."""
 
 
 def register_fake(

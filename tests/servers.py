@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 
 BERTH = [sys.executable, "-m", "berth.cli"]
+REPO = Path(__file__).resolve().parents[1]  # so that `tests.fakes` imports in the server process
 
 
 def free_port() -> int:

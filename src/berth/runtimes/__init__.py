@@ -25,7 +25,12 @@ SUFFIXES: dict[str, str] = {
 
 
 def runtime_for(framework: str) -> type[Model]:
-    """The runtime class for `framework`, importing it (and its framework) now."""
+    """The runtime class for `framework`, importing it (and its framework) now.
+
+    `framework` is a name from RUNTIMES, or `package.module:Class` naming a custom `Model` subclass.
+    """
+    if ":" in framework:
+        return _custom_runtime(framework)
     try:
         module_name, class_name, extra = RUNTIMES[framework]
     except KeyError:
@@ -51,3 +56,14 @@ def runtime_for_file(path: Path) -> type[Model]:
             f"cannot tell the format of {path.name}: expected one of {', '.join(sorted(SUFFIXES))}"
         )
     return runtime_for(framework)
+
+
+def _custom_runtime(path: str) -> type[Model]:
+    module_name, _, class_name = path.partition(":")
+    try:
+        runtime = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError) as exc:
+        raise MissingExtra(f"cannot import the custom runtime {path}: {exc}") from exc
+    if not (isinstance(runtime, type) and issubclass(runtime, Model)):
+        raise InvalidInput(f"{path} is not a subclass of berth.runtimes.Model")
+    return runtime
