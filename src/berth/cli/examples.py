@@ -21,9 +21,12 @@ def examples() -> None:
 @click.option(
     "--if-missing", is_flag=True, help="Skip examples that already have a production alias."
 )
+@click.option(
+    "--alias", default="production", show_default=True, help="Alias the new version gets."
+)
 @click.pass_obj
-def train(state: CliState, names: tuple[str, ...], if_missing: bool) -> None:
-    """Train NAMES (intent, injection, tabular, regression or all) and register them as production."""
+def train(state: CliState, names: tuple[str, ...], if_missing: bool, alias: str) -> None:
+    """Train NAMES (intent, injection, tabular, regression or all) and register them (as production)."""
     from berth.examples.train import EXAMPLES, register_example
 
     settings = state.settings()
@@ -38,6 +41,6 @@ def train(state: CliState, names: tuple[str, ...], if_missing: bool) -> None:
         with spinner(f"Training the {name} example"):
             example = EXAMPLES[name]()
         with spinner(f"Registering {name}"):
-            card = register_example(registry, name, example, settings)
+            card = register_example(registry, name, example, settings, alias=alias)
         metrics = ", ".join(f"{k}={v}" for k, v in card.metrics.items())
-        console.print(f"[green]✓[/] registered [bold]{card.ref}[/] as production ({metrics})")
+        console.print(f"[green]✓[/] registered [bold]{card.ref}[/] as {alias} ({metrics})")

@@ -146,32 +146,31 @@ def report(name: str, url: str, as_json: bool) -> None:
     if as_json:
         print_json(data)
         return
+    variants: dict[str, dict[str, Any]] = data["variants"]
+    shadow = any("shadow" in v for v in variants.values())
+    feedback = any("feedback" in v for v in variants.values())
+    columns = ["variant", "requests", "errors", "p50 ms", "p99 ms", "predictions"]
     table = Table(
-        "variant",
-        "requests",
-        "error rate",
-        "p50 ms",
-        "p99 ms",
-        "predictions",
-        "shadow agreement",
-        "feedback",
+        *columns, *(["shadow agrees"] if shadow else []), *(["feedback"] if feedback else [])
     )
-    for variant, stats in data["variants"].items():
-        predictions = stats.get("label_distribution") or stats.get("mean_prediction")
-        if isinstance(predictions, dict):
-            predictions = ", ".join(f"{k} {v:.0%}" for k, v in predictions.items())
-        shadow = stats.get("shadow", {}).get("agreement")
-        fb = stats.get("feedback", {})
-        table.add_row(
+    for variant, stats in variants.items():
+        predicted = stats.get("label_distribution") or stats.get("mean_prediction")
+        if isinstance(predicted, dict):
+            predicted = ", ".join(f"{k} {v:.0%}" for k, v in predicted.items())
+        row = [
             variant,
             str(stats["requests"]),
             f"{stats['error_rate']:.1%}",
             f"{stats['latency_p50_ms']:.1f}",
             f"{stats['latency_p99_ms']:.1f}",
-            str(predictions if predictions is not None else ""),
-            "" if shadow is None else f"{shadow:.1%}",
-            ", ".join(f"{k}={v:.3g}" for k, v in fb.items()) if fb else "",
-        )
+            "" if predicted is None else str(predicted),
+        ]
+        if shadow:
+            agreement = stats.get("shadow", {}).get("agreement")
+            row.append("" if agreement is None else f"{agreement:.1%}")
+        if feedback:
+            row.append(", ".join(f"{k}={v:.3g}" for k, v in stats.get("feedback", {}).items()))
+        table.add_row(*row)
     console.print(f"{name}: route {data.get('route') or '(none)'}")
     out.print(table)
     comparison = data.get("comparison")
