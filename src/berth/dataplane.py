@@ -201,7 +201,7 @@ class DataPlane:
         self._observe(name, variant, entry, started, "ok", outputs, request_id)
         traffic = self.traffic.get(name)
         if variant is not None and traffic is not None and traffic.route is not None:
-            self._maybe_shadow(name, traffic, body, many, outputs, variant)
+            self._maybe_shadow(name, traffic, body, many, outputs, variant, request_id)
         return Prediction(entry.card, outputs, variant)
 
     async def predict_batch(
@@ -300,7 +300,14 @@ class DataPlane:
     # -- shadow traffic ---------------------------------------------------------------------
 
     def _maybe_shadow(
-        self, name: str, traffic: Traffic, body: Any, many: bool, primary: Outputs, variant: str
+        self,
+        name: str,
+        traffic: Traffic,
+        body: Any,
+        many: bool,
+        primary: Outputs,
+        variant: str,
+        request_id: str,
     ) -> None:
         route = traffic.route
         if route is None or route.shadow is None or not should_shadow(route):
@@ -308,10 +315,17 @@ class DataPlane:
         shadow = traffic.targets[route.shadow]
         if shadow.card.version == traffic.targets[variant].card.version:
             return
-        self._spawn(self._shadow(name, route.shadow, shadow, body, many, primary))
+        self._spawn(self._shadow(name, route.shadow, shadow, body, many, primary, request_id))
 
     async def _shadow(
-        self, name: str, label: str, entry: LoadedModel, body: Any, many: bool, primary: Outputs
+        self,
+        name: str,
+        label: str,
+        entry: LoadedModel,
+        body: Any,
+        many: bool,
+        primary: Outputs,
+        request_id: str,
     ) -> None:
         await asyncio.sleep(0)  # let the primary's response go out first
         stats = self.experiments.stats(name, f"shadow:{label}")
@@ -325,10 +339,23 @@ class DataPlane:
             return
         finally:
             entry.in_flight -= 1
-        stats.shadow_latencies.append(time.perf_counter() - started)
+        latency = time.perf_counter() - started
+        stats.shadow_latencies.append(latency)
         matches = agree(primary, outputs)
         stats.shadow_compared += len(matches)
         stats.shadow_agreed += sum(matches)
+        prediction_log.info(
+            "shadow prediction",
+            extra={
+                "request_id": request_id,
+                "model": name,
+                "version": entry.card.version,
+                "variant": f"shadow:{label}",
+                "rows": len(outputs),
+                "latency_ms": round(latency * 1000, 3),
+                "agreed": sum(matches),
+            },
+        )
 
     # -- automatic rollback -----------------------------------------------------------------
 
