@@ -177,3 +177,15 @@ def test_configuration_docs_are_current() -> None:
 
     docs = (Path(__file__).resolve().parents[1] / "docs" / "configuration.md").read_text()
     assert settings_reference() in docs, "regenerate with: make docs-config"
+
+
+def test_precedence_flag_over_environment_over_dotenv(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text("BERTH_PORT=9100\nBERTH_MAX_BATCH=7\nBERTH_LOG_FORMAT=text\n")
+    monkeypatch.setenv("BERTH_MAX_BATCH", "8")
+    settings = Settings(port=9200)
+    assert settings.port == 9200  # flag (init argument) beats the .env file
+    assert settings.max_batch == 8  # environment beats the .env file
+    assert settings.log_format == "text"  # .env beats the default

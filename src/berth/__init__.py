@@ -2,6 +2,7 @@
 
 from berth.errors import BerthError
 from berth.registry import Registry
+from berth.runtimes import Model
 from berth.settings import Settings
 from berth.types import ModelCard, Outputs, Signature
 
@@ -9,6 +10,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BerthError",
+    "Model",
     "ModelCard",
     "Outputs",
     "Registry",
