@@ -130,3 +130,31 @@ def test_routes_cli_refuses_a_broken_target(registry: Registry, tmp_path: Path) 
     assert '"bad": 2' in berth("routes", "show", "m")
     assert "route cleared" in berth("routes", "clear", "m")
     assert registry.route("m") is None
+
+
+@pytest.mark.e2e
+def test_weights_hold_under_concurrent_clients(registry: Registry) -> None:
+    register_fake(registry, "m", "sum")
+    register_fake(registry, "m", "sum", alias="canary")
+    registry.set_route("m", {"weights": {"production": 75, "canary": 25}})
+    counts: Counter[int] = Counter()
+    statuses: Counter[int] = Counter()
+    lock = threading.Lock()
+
+    def client_loop() -> None:
+        with httpx.Client(base_url=server.url, timeout=10) as client:
+            for _ in range(250):
+                response = client.post("/models/m/predict", json=ROW)
+                with lock:
+                    statuses[response.status_code] += 1
+                    counts[response.json().get("version", 0)] += 1
+
+    with berth_server(registry.root, "m") as server:
+        threads = [threading.Thread(target=client_loop) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert statuses == {200: 2000}
+    share = counts[2] / 2000
+    assert abs(share - 0.25) < 0.03  # about 3 standard deviations (0.0097) either side
