@@ -129,6 +129,7 @@ class DataPlane:
         self._refresh_lock = asyncio.Lock()
         self._background: set[asyncio.Task[Any]] = set()
         self._canary_seen: dict[str, int] = {}
+        self.unloaded: set[str] = set()
         self.ready = False
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -205,22 +206,28 @@ class DataPlane:
         return Prediction(entry.card, outputs, variant)
 
     async def predict_batch(
-        self, name: str | None, version: str | None, rows: list[Any]
+        self, name: str | None, version: str | None, rows: list[Any], request_id: str = ""
     ) -> Prediction:
         """Predict bare rows (for protocols that carry tensors rather than JSON instances)."""
         name = self._served_name(name)
         variant, entry, _ = await self._choose(name, version, None, None)
         entry.in_flight += 1
+        started = time.perf_counter()
         try:
-            return Prediction(
-                entry.card, await self._run(entry, entry.codec.decode_rows(rows), ""), variant
-            )
+            outputs = await self._run(entry, entry.codec.decode_rows(rows), request_id)
+        except BerthError as exc:
+            self._observe(name, variant, entry, started, exc.code, None, request_id)
+            raise
         finally:
             entry.in_flight -= 1
+        self._observe(name, variant, entry, started, "ok", outputs, request_id)
+        return Prediction(entry.card, outputs, variant)
 
     async def _choose(
         self, name: str, version: str | None, body: Any, key: str | None
     ) -> tuple[str | None, LoadedModel, Any]:
+        if name in self.unloaded:
+            raise NotReady(f"model {name!r} is unloaded; load it again to serve it")
         traffic = self.traffic.get(name)
         if version is not None:
             number = self.registry.resolve(name, version)
@@ -419,6 +426,8 @@ class DataPlane:
     async def refresh(self, name: str, *, initial: bool = False) -> bool:
         """Bring one model's traffic in line with the registry; True if it changed."""
         async with self._refresh_lock:
+            if name in self.unloaded:
+                return False
             current = self.traffic.get(name)
             try:
                 primary, route, targets = self._desired(name)
@@ -473,6 +482,35 @@ class DataPlane:
         event = {"model": name, "event": kind, "message": message, "time": time.time()}
         self.events.append(event)
         log.log(level, message, extra={"model": name, "event": kind})
+
+    # -- model control (the V2 repository extension) ----------------------------------------
+
+    def model_ready(self, name: str, version: str | None = None) -> bool:
+        """Whether a served model (or one of its versions) is loaded and not unloaded on purpose."""
+        name = self._served_name(name)
+        if name in self.unloaded:
+            return False
+        if version is None:
+            return name in self.traffic
+        return (name, self.registry.resolve(name, version)) in self._loaded
+
+    async def load_model(self, name: str) -> None:
+        """Serve a model again after `unload_model` (a no-op when it is loaded)."""
+        name = self._served_name(name)
+        self.unloaded.discard(name)
+        await self.refresh(name, initial=True)
+
+    def unload_model(self, name: str) -> None:
+        """Release every loaded version of a served model; it answers NotReady until loaded.
+
+        Requests already running finish on the versions they hold.
+        """
+        name = self._served_name(name)
+        self.unloaded.add(name)
+        self.traffic.pop(name, None)
+        for key in [key for key in self._loaded if key[0] == name]:
+            del self._loaded[key]
+        self._event(name, "unloaded", f"model {name!r} unloaded")
 
     def _served_name(self, name: str | None) -> str:
         if name is None:

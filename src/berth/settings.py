@@ -72,6 +72,18 @@ class Settings(BaseSettings):
     trusted_modules: CsvList = Field(default_factory=lambda: ["sklearn", "numpy", "scipy"])
     """Top-level modules whose types a skops file may contain (comma-separated)."""
 
+    grpc_port: int = Field(default=0, ge=0, le=65535)
+    """gRPC port of the Open Inference Protocol (`inference.GRPCInferenceService`, with health and
+    reflection), served by the same process and data plane as HTTP. 0 turns gRPC off. Needs
+    `pip install 'berth[grpc]'`."""
+
+    grpc_max_message_bytes: int = Field(default=64 * 1024 * 1024, ge=4 * 1024 * 1024)
+    """Largest gRPC message received or sent, in bytes."""
+
+    model_control: bool = True
+    """Serve the V2 model-repository extension (index, load, unload over REST and gRPC), so Triton
+    and KServe clients can unload and load served models."""
+
     predict_threads: int = Field(default=4, ge=1)
     """Threads that run model code off the event loop."""
 

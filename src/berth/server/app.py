@@ -12,7 +12,7 @@ from starlette.middleware.cors import CORSMiddleware
 from berth import __version__, logs
 from berth.dataplane import DataPlane
 from berth.registry import Registry
-from berth.server import admin, rest
+from berth.server import admin, rest, v1, v2
 from berth.server.errors import install_error_handlers
 from berth.server.middleware import RequestContextMiddleware
 from berth.server.schemas import BatchRequest, PredictRequest
@@ -49,6 +49,8 @@ def create_app(settings: Settings | None = None, dataplane: DataPlane | None = N
     install_error_handlers(app)
     app.include_router(rest.build_router(dataplane))
     app.include_router(admin.build_admin_router(dataplane))
+    app.include_router(v2.build_router(dataplane, settings))
+    app.include_router(v1.build_router(dataplane))
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
     if settings.cors_origins:  # outermost, so preflight answers never reach the routes
         app.add_middleware(
