@@ -43,6 +43,12 @@ cli.add_command(routes)
 @click.option("--host", default=None, help="Address to bind (default 127.0.0.1).")
 @click.option("--port", type=int, default=None, help="Port (default 8000).")
 @click.option(
+    "--grpc-port",
+    type=int,
+    default=None,
+    help="gRPC port of the Open Inference Protocol (default 0: off; needs berth[grpc]).",
+)
+@click.option(
     "--default-model", default=None, help="Model answered by /predict when several are served."
 )
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default=None)

@@ -21,6 +21,10 @@ def _banner(settings: Settings, dataplane: DataPlane) -> None:
         f"[bold]Berth[/] serving {', '.join(c.ref for c in dataplane.served.values())} on {base}"
     )
     console.print(f"  docs:   {base}/docs")
+    if settings.grpc_port:
+        console.print(
+            f"  grpc:   {settings.host}:{settings.grpc_port} (inference.GRPCInferenceService)"
+        )
     for card in dataplane.served.values():
         if card.input_example is not None:
             import orjson
@@ -39,6 +43,10 @@ def run(settings: Settings) -> None:
     configure_logging(settings)
     dataplane = DataPlane(Registry(settings.registry), settings)
     app = create_app(settings, dataplane)
+    if settings.grpc_port:
+        from berth.server.grpc import serve_alongside  # needs the grpc extra
+
+        serve_alongside(app, settings, dataplane)
     _banner(settings, dataplane)
     uvicorn.run(
         app,
