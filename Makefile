@@ -9,7 +9,7 @@ PORT ?= 8000
 EXTRAS_SERVE := sklearn
 EXTRAS_TEST := test
 
-.PHONY: help venv serve test lint typecheck unit examples clean docs-config
+.PHONY: help venv serve test lint typecheck unit examples proto clean docs-config
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-22s %s\n", $$1, $$2}'
@@ -53,6 +53,10 @@ unit: $(VENV)/.test ## the pytest suite alone
 	$(BIN)/pytest -q
 
 test: $(VENV)/.test lint typecheck unit ## create .venv, install with test extras, lint, type-check and run the whole suite
+
+proto: $(VENV)/.test ## regenerate the checked-in gRPC stubs from src/berth/server/proto/inference.proto
+	$(BIN)/python -m grpc_tools.protoc -I src --python_out=src --pyi_out=src --grpc_python_out=src \
+		src/berth/server/proto/inference.proto
 
 clean: ## remove the virtual environment and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build dist

@@ -7,6 +7,7 @@ This process must never import berth's generated protobuf modules: they define t
 from __future__ import annotations
 
 import shutil
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -474,3 +475,33 @@ def test_kserve_v1_call(server: Servers) -> None:
     )
     assert response.status_code == 200
     assert response.json() == {"predictions": INTENTS}
+
+
+# -- berth serve --grpc-port ---------------------------------------------------------------------
+
+
+def run_berth(*args: str, block_grpc: bool = False) -> subprocess.CompletedProcess[str]:
+    code = "import sys\n"
+    if block_grpc:
+        code += "sys.modules['grpc'] = None  # as if the grpc extra were not installed\n"
+    code += f"sys.argv = ['berth', *{list(args)!r}]\nfrom berth.cli.main import main\nmain()\n"
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def test_grpc_without_the_extra_is_a_clear_error(examples_registry: Registry) -> None:
+    root = str(examples_registry.root)
+    done = run_berth("--registry", root, "serve", "intent", "--grpc-port", "1", block_grpc=True)
+    assert done.returncode == 1
+    assert "error: gRPC serving needs grpc: pip install 'berth[grpc]'" in done.stderr
+
+
+def test_a_busy_grpc_port_is_a_clear_error(examples_registry: Registry) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        port = busy.getsockname()[1]
+        done = run_berth(
+            "--registry", str(examples_registry.root), "serve", "intent", "--grpc-port", str(port)
+        )
+    assert done.returncode == 1
+    assert f"error: cannot serve gRPC on 127.0.0.1:{port}: Address already in use" in done.stderr

@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -51,7 +52,9 @@ class BerthGroup(click.Group):
         try:
             return super().invoke(ctx)
         except BerthError as exc:
-            console.print(f"[bold red]error:[/] {exc.message}", highlight=False, soft_wrap=True)
+            console.print(
+                f"[bold red]error:[/] {escape(exc.message)}", highlight=False, soft_wrap=True
+            )
             sys.exit(1)
 
 
