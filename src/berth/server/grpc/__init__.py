@@ -9,10 +9,7 @@ try:
     import grpc_health  # noqa: F401
     import grpc_reflection  # noqa: F401
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
-    raise MissingExtra(
-        f"gRPC serving needs {exc.name or 'grpcio'}: pip install 'berth[grpc]' "
-        "(or serve without --grpc-port)"
-    ) from exc
+    raise MissingExtra(f"gRPC serving needs {exc.name}: pip install 'berth[grpc]'") from exc
 
 from berth.server.grpc.server import check_port, serve_alongside, start_grpc_server
 
