@@ -495,3 +495,12 @@ def test_model_control_can_be_turned_off(
     with make_client(examples_registry, model_control=False) as client:
         assert client.post("/v2/repository/models/intent/unload").status_code == 404
         assert client.get("/v2").json()["extensions"] == ["binary_tensor_data"]
+
+
+def test_openapi_examples_are_valid_requests(client: TestClient) -> None:
+    operation = client.get("/openapi.json").json()["paths"]["/v2/models/{name}/infer"]["post"]
+    examples = operation["requestBody"]["content"]["application/json"]["examples"]
+    assert set(examples) == {"failing", "injection", "intent", "regression", "tabular"}
+    for name, example in examples.items():
+        response = client.post(f"/v2/models/{name}/infer", json=example["value"])
+        assert response.status_code == (500 if name == "failing" else 200), response.text

@@ -21,6 +21,7 @@ from berth.server.encoding import json_response, parse_json
 from berth.server.middleware import request_id_of
 from berth.server.v2_codec import HEADER_LENGTH, decompress, encode_response, parse_request
 from berth.settings import Settings
+from berth.types import ModelCard
 
 __all__ = ["KServeRoute", "build_router", "v2_error"]
 
@@ -116,17 +117,41 @@ def build_router(dataplane: DataPlane, settings: Settings) -> APIRouter:
         content, headers = encode_response(head, outputs, binary)
         return Response(content, headers=headers)
 
-    @router.post("/models/{name}/infer", summary="Inference")
+    body = _request_body(list(dataplane.served.values()))
+
+    @router.post("/models/{name}/infer", summary="Inference", openapi_extra=body)
     async def infer_default(request: Request, name: str) -> Response:
         return await infer(request, name, None)
 
-    @router.post("/models/{name}/versions/{version}/infer", summary="Inference with a version")
+    @router.post(
+        "/models/{name}/versions/{version}/infer",
+        summary="Inference with a version",
+        openapi_extra=body,
+    )
     async def infer_version(request: Request, name: str, version: str) -> Response:
         return await infer(request, name, version)
 
     if settings.model_control:
         _add_repository_routes(router, dataplane)
     return router
+
+
+def _request_body(cards: list[ModelCard]) -> dict[str, Any]:
+    """The OpenAPI request body of `infer`: one JSON example per served model."""
+    examples = {}
+    for card in cards:
+        example = card.input_example or {}
+        spec = inference.input_specs(card)[0]
+        if card.signature.kind == "text":
+            data: list[Any] = [example.get("text", "example")]
+        else:
+            values = example.get("features", [0.0] * spec.shape[1])
+            data = list(values.values()) if isinstance(values, dict) else values
+        shape = [1] if spec.datatype == "BYTES" else [1, len(data)]
+        tensor = {"name": spec.name, "datatype": spec.datatype, "shape": shape, "data": data}
+        examples[card.name] = {"summary": card.ref, "value": {"inputs": [tensor]}}
+    content = {"schema": {"type": "object"}, "examples": examples}
+    return {"requestBody": {"required": True, "content": {"application/json": content}}}
 
 
 async def _optional_json(request: Request) -> dict[str, Any]:
