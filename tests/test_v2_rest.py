@@ -504,3 +504,26 @@ def test_openapi_examples_are_valid_requests(client: TestClient) -> None:
     for name, example in examples.items():
         response = client.post(f"/v2/models/{name}/infer", json=example["value"])
         assert response.status_code == (500 if name == "failing" else 200), response.text
+
+
+def test_v2_requests_follow_the_traffic_route(
+    examples_registry: Registry, make_client: ClientFactory
+) -> None:
+    card = examples_registry.card("regression", 1)
+    artifact = examples_registry.path("regression", 1) / card.artifact
+    examples_registry.register("regression", [artifact], card)
+    examples_registry.set_route("regression", {"weights": {"1": 50, "2": 50}})
+    body = {"inputs": [features(np.zeros((1, 10)))]}
+    with make_client(examples_registry) as client:
+
+        def version_for(key: str) -> str:
+            response = client.post(
+                "/v2/models/regression/infer", json=body, headers={"X-Berth-Key": key}
+            )
+            assert response.status_code == 200, response.text
+            return str(response.json()["model_version"])
+
+        assert {version_for(f"user-{i}") for i in range(40)} == {"1", "2"}
+        assert len({version_for("user-7") for _ in range(5)}) == 1
+        pinned = client.post("/v2/models/regression/versions/2/infer", json=body).json()
+        assert pinned["model_version"] == "2"

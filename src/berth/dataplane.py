@@ -206,11 +206,16 @@ class DataPlane:
         return Prediction(entry.card, outputs, variant)
 
     async def predict_batch(
-        self, name: str | None, version: str | None, rows: list[Any], request_id: str = ""
+        self,
+        name: str | None,
+        version: str | None,
+        rows: list[Any],
+        request_id: str = "",
+        key: str | None = None,
     ) -> Prediction:
         """Predict bare rows (for protocols that carry tensors rather than JSON instances)."""
         name = self._served_name(name)
-        variant, entry, _ = await self._choose(name, version, None, None)
+        variant, entry, _ = await self._choose(name, version, None, key)
         entry.in_flight += 1
         started = time.perf_counter()
         try:

@@ -300,13 +300,17 @@ async def infer(
     version: str | None,
     request: InferRequest,
     request_id: str = "",
+    key: str | None = None,
 ) -> tuple[Prediction, list[Tensor]]:
     """Decode the tensors by `card`'s signature, predict through the data plane, encode outputs.
 
     `card` is `dataplane.card(name, version)`; `version` is passed on as the client gave it, so the
-    data plane's own version policy applies when it is None.
+    data plane's own version policy (its traffic route, keyed by `key` when sticky) applies when it
+    is None.
     """
     check_requested(card, request.outputs)
     rows = rows_from_inputs(card, request.inputs)
-    prediction = await dataplane.predict_batch(card.name, version, rows, request_id=request_id)
+    prediction = await dataplane.predict_batch(
+        card.name, version, rows, request_id=request_id, key=key
+    )
     return prediction, output_tensors(prediction, request.outputs)

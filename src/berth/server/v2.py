@@ -107,7 +107,10 @@ def build_router(dataplane: DataPlane, settings: Settings) -> APIRouter:
         card = dataplane.card(name, version)
         parsed = parse_request(body, request.headers.get(HEADER_LENGTH), card)
         request_id = request_id_of(request.scope)
-        prediction, outputs = await inference.infer(dataplane, card, version, parsed, request_id)
+        key = request.headers.get("x-berth-key")
+        prediction, outputs = await inference.infer(
+            dataplane, card, version, parsed, request_id, key
+        )
         head = {
             "model_name": prediction.card.name,
             "model_version": str(prediction.card.version),

@@ -83,13 +83,14 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
             outputs=codec.tensor_metadata(inference.output_specs(card)),
         )
 
-    async def _infer(self, request: Any) -> Any:
+    async def _infer(self, request: Any, context: Any) -> Any:
         version = _version(request.model_version)
         card = self.dataplane.card(request.model_name, version)
         parsed = codec.infer_request(request)
         request_id = parsed.id or uuid.uuid4().hex
+        key = dict(context.invocation_metadata() or ()).get("x-berth-key")
         prediction, outputs = await inference.infer(
-            self.dataplane, card, version, parsed, request_id
+            self.dataplane, card, version, parsed, request_id, key
         )
         return codec.infer_response(
             prediction.card.name, str(prediction.card.version), parsed.id, outputs
@@ -97,7 +98,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
 
     @_guarded
     async def ModelInfer(self, request: Any, context: Any) -> Any:
-        return await self._infer(request)
+        return await self._infer(request, context)
 
     async def ModelStreamInfer(
         self, requests: AsyncIterator[Any], context: Any
@@ -105,7 +106,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
         """Answer each request in order; an error travels in its message, the stream goes on."""
         async for request in requests:
             try:
-                yield pb.ModelStreamInferResponse(infer_response=await self._infer(request))
+                yield pb.ModelStreamInferResponse(
+                    infer_response=await self._infer(request, context)
+                )
             except BerthError as exc:
                 response = pb.ModelInferResponse(
                     model_name=request.model_name,
