@@ -30,6 +30,7 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
 from berth.registry import Registry
+from tests.fakes import register_fake
 from tests.servers import berth_server, free_port
 
 pytestmark = pytest.mark.e2e
@@ -49,12 +50,13 @@ class Servers:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, _trained_root: Path) -> Iterator[Servers]:
-    """The four examples, plus intent version 2 (a copy of version 1, no alias: loads on use)."""
+    """The four examples, intent version 2 (a copy of 1, no alias: loads on use), a failing fake."""
     root = tmp_path_factory.mktemp("oip") / "registry"
     shutil.copytree(_trained_root, root)
     registry = Registry(root)
     card = registry.card("intent", 1)
     registry.register("intent", [registry.path("intent", 1) / card.artifact], card)
+    register_fake(registry, "failing", behaviour="failing", n_features=3)
     grpc_port = free_port()
     with berth_server(root, "--grpc-port", str(grpc_port)) as running:
         yield Servers(f"127.0.0.1:{running.port}", f"127.0.0.1:{grpc_port}", running.url)
@@ -239,7 +241,7 @@ def test_unknown_model_and_version(triton: Any) -> None:
     expect_error(
         triton,
         "NOT_FOUND",
-        "model 'nope' is not served here (served: injection, intent, regression, tabular)",
+        "model 'nope' is not served here (served: failing, injection, intent, regression, tabular)",
         "nope",
         text,
     )
@@ -302,6 +304,17 @@ def test_model_not_ready_after_unload(triton: Any) -> None:
         triton.load_model("injection")
     assert triton.is_model_ready("injection")
     assert triton.infer("injection", text).as_numpy("label").tolist() == [b"benign"]
+
+
+def test_a_failing_model_is_internal_without_details(triton: Any) -> None:
+    with pytest.raises(InferenceServerException) as caught:
+        triton.infer(
+            "failing", [tensor(triton, "features", np.ones((1, 3)), "FP64")], request_id="f-1"
+        )
+    assert status_of(caught.value) == ("500" if module_of(triton) is httpclient else "INTERNAL")
+    assert caught.value.message() == (
+        "model failing@1 failed to predict; the server log has the details (request id f-1)"
+    )
 
 
 def test_messages_above_4mb_reach_the_server(server: Servers) -> None:

@@ -106,7 +106,7 @@ def build_router(dataplane: DataPlane, settings: Settings) -> APIRouter:
         )
         card = dataplane.card(name, version)
         parsed = parse_request(body, request.headers.get(HEADER_LENGTH), card)
-        request_id = request_id_of(request.scope)
+        request_id = parsed.id or request_id_of(request.scope)  # the id the logs and errors name
         key = request.headers.get("x-berth-key")
         prediction, outputs = await inference.infer(
             dataplane, card, version, parsed, request_id, key
@@ -114,7 +114,7 @@ def build_router(dataplane: DataPlane, settings: Settings) -> APIRouter:
         head = {
             "model_name": prediction.card.name,
             "model_version": str(prediction.card.version),
-            "id": parsed.id or request_id,
+            "id": request_id,
         }
         binary = parsed.parameters.get("binary_data_output") is True
         content, headers = encode_response(head, outputs, binary)

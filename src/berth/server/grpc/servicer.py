@@ -51,6 +51,13 @@ def _version(text: str) -> str | None:
     return text or None
 
 
+def _stream_error(request: Any, message: str) -> Any:
+    response = pb.ModelInferResponse(
+        model_name=request.model_name, model_version=request.model_version, id=request.id
+    )
+    return pb.ModelStreamInferResponse(error_message=message, infer_response=response)
+
+
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
     """Every RPC calls the same data plane and V2 helpers as the REST routes."""
 
@@ -106,18 +113,15 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
         """Answer each request in order; an error travels in its message, the stream goes on."""
         async for request in requests:
             try:
-                yield pb.ModelStreamInferResponse(
+                reply = pb.ModelStreamInferResponse(
                     infer_response=await self._infer(request, context)
                 )
             except BerthError as exc:
-                response = pb.ModelInferResponse(
-                    model_name=request.model_name,
-                    model_version=request.model_version,
-                    id=request.id,
-                )
-                yield pb.ModelStreamInferResponse(
-                    error_message=exc.message, infer_response=response
-                )
+                reply = _stream_error(request, exc.message)
+            except Exception:
+                log.exception("unhandled error in ModelStreamInfer")
+                reply = _stream_error(request, "internal server error")
+            yield reply
 
     @_guarded
     async def RepositoryIndex(self, request: Any, context: Any) -> Any:
