@@ -36,6 +36,15 @@ class Settings(BaseSettings):
     registry: Path = Path("registry")
     """Root folder of the model registry."""
 
+    registry_url: str = ""
+    """Registry on object storage instead of the `registry` folder: `s3://bucket/prefix` or
+    `gs://bucket/prefix` (needs `berth[s3]` or `berth[gcs]`; credentials from the usual
+    environment variables). Empty: the local folder."""
+
+    registry_cache: Path | None = None
+    """Local folder where versions of an object-storage registry are downloaded before loading
+    (default: `~/.cache/berth/registry`)."""
+
     host: str = "127.0.0.1"
     """Address `berth serve` binds to."""
 
@@ -86,6 +95,18 @@ class Settings(BaseSettings):
 
     predict_threads: int = Field(default=4, ge=1)
     """Threads that run model code off the event loop."""
+
+    onnx_intra_op_threads: int = Field(default=0, ge=0)
+    """Threads onnxruntime uses inside one operator (0: its default, one per core)."""
+
+    onnx_inter_op_threads: int = Field(default=0, ge=0)
+    """Threads onnxruntime uses to run independent operators in parallel (0: its default)."""
+
+    torch_device: str = "cpu"
+    """Device PyTorch models run on: `cpu`, `cuda`, `cuda:1`, `mps`, ..."""
+
+    torch_threads: int = Field(default=0, ge=0)
+    """Threads PyTorch uses for intra-op parallelism on the CPU (0: its default)."""
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     """Minimum level of log records."""

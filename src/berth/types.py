@@ -63,6 +63,10 @@ class ModelCard(BaseModel):
     reference: dict[str, Any] | None = None
     created_at: datetime | None = None
     tags: dict[str, str] = Field(default_factory=dict)
+    options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="what the runtime needs to load the artifact (e.g. a torch module's class)",
+    )
 
     @property
     def ref(self) -> str:

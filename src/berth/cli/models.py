@@ -13,8 +13,8 @@ from rich.table import Table
 from berth.cli.common import CliState, byte_progress, console, out, print_json, spinner
 from berth.errors import InvalidInput
 from berth.registry import parse_ref
-from berth.runtimes import runtime_for_file
-from berth.types import ModelCard
+from berth.runtimes import Hints, runtime_for_path
+from berth.types import Label, ModelCard, Task
 
 __all__ = ["models"]
 
@@ -58,8 +58,36 @@ def _read_reference(path: Path, card: ModelCard) -> tuple[Any, dict[str, Any]]:
     return rows, {"features": dict(zip(names, example, strict=True)) if names else example}
 
 
+def _parse_classes(text: str | None) -> list[Label] | None:
+    if text is None:
+        return None
+    parts = [part.strip() for part in text.split(",") if part.strip()]
+    if all(part.lstrip("-").isdigit() for part in parts):
+        return [int(part) for part in parts]
+    return list(parts)
+
+
+def _model_files(path: Path) -> list[Path]:
+    """The file itself, or every file of a model folder (flat; caches and hidden files skipped)."""
+    if path.is_file():
+        return [path]
+    files: list[Path] = []
+    nested: list[Path] = []
+    for child in sorted(path.iterdir()):
+        if child.name.startswith(".") or child.name == "__pycache__":
+            continue
+        (files if child.is_file() else nested).append(child)
+    if nested:
+        raise InvalidInput(
+            f"{path}: a model folder must be flat; move or remove {', '.join(n.name for n in nested)}"
+        )
+    if not files:
+        raise InvalidInput(f"{path} is an empty folder")
+    return files
+
+
 @models.command()
-@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("source")
 @click.option("--name", required=True, help="Model name (letters, digits, '.', '_', '-').")
 @click.option(
     "--alias", default=None, help="Point this alias (e.g. production) at the new version."
@@ -75,8 +103,95 @@ def _read_reference(path: Path, card: ModelCard) -> tuple[Any, dict[str, Any]]:
 )
 @click.option("--description", default=None, help="Free text stored with the version.")
 @click.option("--example", "example_json", default=None, help="A JSON input example for the docs.")
+@click.option(
+    "--task",
+    type=click.Choice(["classification", "regression"]),
+    default=None,
+    help="For files that do not record it (PyTorch, some ONNX graphs).",
+)
+@click.option(
+    "--classes",
+    default=None,
+    help="Comma-separated class labels in the order of the model's outputs (default 0..k-1).",
+)
+@click.option("--n-features", type=int, default=None, help="Input width, if the file has none.")
+@click.option(
+    "--class",
+    "model_class",
+    default=None,
+    help="module:Class: the torch.nn.Module of a state_dict file, or the berth Model subclass "
+    "of a custom model folder or .py file.",
+)
+@click.option(
+    "--init-args",
+    default=None,
+    help="JSON object of keyword arguments for the --class constructor.",
+)
+@click.option("--sha256", default=None, help="Required for a URL: the file's expected sha256.")
 @click.pass_obj
 def register(
+    state: CliState,
+    source: str,
+    name: str,
+    alias: str | None,
+    reference: Path | None,
+    feature_names: str | None,
+    description: str | None,
+    example_json: str | None,
+    task: Task | None,
+    classes: str | None,
+    n_features: int | None,
+    model_class: str | None,
+    init_args: str | None,
+    sha256: str | None,
+) -> None:
+    """Register SOURCE as a new version of NAME.
+
+    SOURCE is a model file (joblib, pickle, skops, .onnx, XGBoost .json/.ubj, LightGBM .txt,
+    PyTorch .pt), a folder (an MLflow model, or a custom model with --class), or an http(s) URL
+    of a file pinned with --sha256.
+    """
+    import tempfile
+
+    import orjson
+
+    from berth.sources.http import download, is_url
+
+    init_kwargs = orjson.loads(init_args) if init_args else {}
+    if not isinstance(init_kwargs, dict):
+        raise InvalidInput("--init-args must be a JSON object")
+    hints = Hints(
+        task=task,
+        classes=_parse_classes(classes),
+        n_features=n_features,
+        model_class=model_class,
+        init_kwargs=init_kwargs,
+    )
+    tags: dict[str, str] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        if is_url(source):
+            with spinner(f"Downloading {source}"):
+                path = download(source, sha256, Path(tmp))
+            tags = {"source": source, "source_sha256": (sha256 or "").lower()}
+        else:
+            path = Path(source)
+            if not path.exists():
+                raise InvalidInput(f"{source}: no such file or folder")
+        _register_path(
+            state,
+            path,
+            name,
+            alias,
+            reference,
+            feature_names,
+            description,
+            example_json,
+            hints,
+            tags,
+        )
+
+
+def _register_path(
     state: CliState,
     path: Path,
     name: str,
@@ -85,25 +200,27 @@ def register(
     feature_names: str | None,
     description: str | None,
     example_json: str | None,
+    hints: Hints,
+    tags: dict[str, str],
 ) -> None:
-    """Register the model file PATH (joblib, pickle or skops) as a new version of NAME."""
     import orjson
 
     from berth.monitoring.reference import reference_statistics
 
     settings = state.settings()
     registry = state.registry()
-    runtime = runtime_for_file(path)
+    runtime = runtime_for_path(path, hints)
+    files = _model_files(path)
     names = [n.strip() for n in feature_names.split(",")] if feature_names else None
     with spinner(f"Inspecting {path.name}"):
-        card = runtime.inspect(path, settings, feature_names=names)
-    updates: dict[str, Any] = {}
+        card = runtime.inspect(path, settings, feature_names=names, hints=hints)
+    updates: dict[str, Any] = {"tags": {**card.tags, **tags}}
     if description:
         updates["description"] = description
     if reference is not None:
         with spinner(f"Computing reference statistics from {reference.name}"):
             rows, updates["input_example"] = _read_reference(reference, card)
-            model = runtime(card, path.parent, settings)
+            model = runtime(card, path if path.is_dir() else path.parent, settings)
             model.load()
             updates["reference"] = reference_statistics(
                 rows, model.predict(rows), card.signature.feature_names
@@ -111,11 +228,12 @@ def register(
     if example_json:
         updates["input_example"] = orjson.loads(example_json)
     card = card.model_copy(update=updates)
-    with byte_progress(f"Hashing and copying {path.name}", path.stat().st_size) as advance:
-        stored = registry.register(name, [path], card, alias=alias, progress=advance)
+    total = sum(f.stat().st_size for f in files)
+    with byte_progress(f"Hashing and copying {path.name}", total) as advance:
+        stored = registry.register(name, files, card, alias=alias, progress=advance)
     console.print(
-        f"[green]✓[/] registered [bold]{stored.ref}[/] ({stored.task}, {stored.signature.describe()})"
-        + (f", alias {alias}" if alias else "")
+        f"[green]✓[/] registered [bold]{stored.ref}[/] ({stored.framework}, {stored.task}, "
+        f"{stored.signature.describe()})" + (f", alias {alias}" if alias else "")
     )
 
 
@@ -196,3 +314,13 @@ def delete(state: CliState, ref: str) -> None:
         raise InvalidInput("give the version to delete as NAME@VERSION, e.g. intent@2")
     state.registry().delete(name, int(version))
     console.print(f"[green]✓[/] deleted {name}@{version}")
+
+
+def _add_format_commands() -> None:
+    from berth.cli.formats import convert, import_model
+
+    models.add_command(convert)
+    models.add_command(import_model)
+
+
+_add_format_commands()

@@ -6,13 +6,19 @@ import importlib
 from pathlib import Path
 
 from berth.errors import InvalidInput, MissingExtra
-from berth.runtimes.base import Batch, Model
+from berth.runtimes.base import Batch, Hints, Model
 
-__all__ = ["Batch", "Model", "runtime_for", "runtime_for_file"]
+__all__ = ["Batch", "Hints", "Model", "runtime_for", "runtime_for_file", "runtime_for_path"]
 
 # framework -> (module, class, extra that installs its dependencies)
 RUNTIMES: dict[str, tuple[str, str, str]] = {
     "sklearn": ("berth.runtimes.sklearn", "SklearnModel", "sklearn"),
+    "onnx": ("berth.runtimes.onnx", "OnnxModel", "onnx"),
+    "xgboost": ("berth.runtimes.xgboost", "XGBoostModel", "xgboost"),
+    "lightgbm": ("berth.runtimes.lightgbm", "LightGBMModel", "lightgbm"),
+    "torch": ("berth.runtimes.torch", "TorchModel", "torch"),
+    "custom": ("berth.runtimes.custom", "CustomModel", "sklearn"),
+    "mlflow": ("berth.runtimes.mlflow", "MLflowModel", "mlflow"),
 }
 
 SUFFIXES: dict[str, str] = {
@@ -21,6 +27,13 @@ SUFFIXES: dict[str, str] = {
     ".pkl": "sklearn",
     ".pickle": "sklearn",
     ".skops": "sklearn",
+    ".onnx": "onnx",
+    ".json": "xgboost",
+    ".ubj": "xgboost",
+    ".txt": "lightgbm",
+    ".pt": "torch",
+    ".pth": "torch",
+    ".py": "custom",
 }
 
 
@@ -67,3 +80,21 @@ def _custom_runtime(path: str) -> type[Model]:
     if not (isinstance(runtime, type) and issubclass(runtime, Model)):
         raise InvalidInput(f"{path} is not a subclass of berth.runtimes.Model")
     return runtime
+
+
+def runtime_for_path(path: Path, hints: Hints | None = None) -> type[Model]:
+    """The runtime for a file or folder given to `berth models register`.
+
+    A folder is an MLflow model (it has an `MLmodel` file) or a custom model (named by
+    `hints.model_class`); a `.py` file is a custom model; any other file goes by its suffix.
+    """
+    if path.is_dir():
+        if (path / "MLmodel").is_file():
+            return runtime_for("mlflow")
+        if hints is None or hints.model_class is None:
+            raise InvalidInput(
+                f"{path} is a folder: a custom model needs --class module:Class "
+                "(a subclass of berth.runtimes.Model), an MLflow model needs its MLmodel file"
+            )
+        return runtime_for("custom")
+    return runtime_for_file(path)

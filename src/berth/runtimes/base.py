@@ -3,18 +3,35 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
 from berth.settings import Settings
-from berth.types import ModelCard, Outputs
+from berth.types import Label, ModelCard, Outputs, Task
 
-__all__ = ["Batch", "Model"]
+__all__ = ["Batch", "Hints", "Model"]
 
 Batch = list[str] | np.ndarray[Any, np.dtype[np.float64]]
 """A batch of rows: raw strings for text models, a 2-D float64 array for tabular ones."""
+
+
+@dataclass(frozen=True, slots=True)
+class Hints:
+    """What the user says about an artifact that does not record it itself (`berth models register`).
+
+    A runtime uses what it cannot read from the file and checks the rest against the file.
+    """
+
+    task: Task | None = None
+    classes: list[Label] | None = None
+    n_features: int | None = None
+    model_class: str | None = None
+    """`module:Class` (or `module.Class`): a torch module for a state_dict, a custom `Model`."""
+    init_kwargs: dict[str, Any] = field(default_factory=dict)
+    """Keyword arguments for `model_class` (a torch module's constructor)."""
 
 
 class Model(ABC):
@@ -30,11 +47,16 @@ class Model(ABC):
     @classmethod
     @abstractmethod
     def inspect(
-        cls, path: Path, settings: Settings, feature_names: list[str] | None = None
+        cls,
+        path: Path,
+        settings: Settings,
+        feature_names: list[str] | None = None,
+        hints: Hints | None = None,
     ) -> ModelCard:
         """Load the artifact at `path` and describe it: task, signature, classes, libraries.
 
-        `feature_names` names the inputs of a tabular model that does not record names itself.
+        `feature_names` names the inputs of a tabular model that does not record names itself;
+        `hints` carries what else the user told about the file.
         """
 
     @abstractmethod

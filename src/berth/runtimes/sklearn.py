@@ -17,7 +17,7 @@ import sklearn.exceptions
 from sklearn.base import is_classifier, is_regressor
 
 from berth.errors import InvalidInput, LibraryVersionMismatch, ModelLoadError, UnsafeModel
-from berth.runtimes.base import Batch, Model
+from berth.runtimes.base import Batch, Hints, Model
 from berth.settings import Settings
 from berth.types import Label, ModelCard, Outputs, Signature, Task
 
@@ -149,7 +149,11 @@ class SklearnModel(Model):
 
     @classmethod
     def inspect(
-        cls, path: Path, settings: Settings, feature_names: list[str] | None = None
+        cls,
+        path: Path,
+        settings: Settings,
+        feature_names: list[str] | None = None,
+        hints: Hints | None = None,
     ) -> ModelCard:
         fmt = FORMATS.get(path.suffix.lower())
         if fmt is None:
