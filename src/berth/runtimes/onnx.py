@@ -109,6 +109,7 @@ def _classes_from_graph(path: Path) -> list[Label] | None:
     """Class labels from Berth's metadata or an ai.onnx.ml classifier node (needs `onnx`)."""
     try:
         import onnx
+        import onnx.numpy_helper
     except ImportError:
         return None
     graph = onnx.load(str(path), load_external_data=False)
@@ -116,6 +117,10 @@ def _classes_from_graph(path: Path) -> list[Label] | None:
         if prop.key == CLASSES_KEY:
             loaded: list[Label] = json.loads(prop.value)
             return loaded
+    for initializer in graph.graph.initializer:
+        if initializer.name == "classes":  # skl2onnx's classifiers built from standard ops
+            values = onnx.numpy_helper.to_array(initializer).reshape(-1).tolist()
+            return [v.decode() if isinstance(v, bytes) else v for v in values]
     for node in graph.graph.node:
         for attribute in node.attribute:
             if attribute.name == "classlabels_strings":
