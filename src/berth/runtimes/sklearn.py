@@ -134,11 +134,14 @@ def library_versions(estimator: Any, fmt: str) -> dict[str, str]:
     packages = {type(_final_step(estimator)).__module__.split(".")[0]}
     if fmt == "skops":
         packages.add("skops")
+    distributions = importlib_metadata.packages_distributions()
     for package in sorted(packages - {"sklearn", "numpy", "joblib", "__main__"}):
-        try:
-            versions[package] = importlib_metadata.version(package)
-        except importlib_metadata.PackageNotFoundError:
-            continue
+        # a module can ship under another name (xgboost in the xgboost-cpu distribution)
+        for distribution in distributions.get(package, [package]):
+            try:
+                versions[distribution] = importlib_metadata.version(distribution)
+            except importlib_metadata.PackageNotFoundError:
+                continue
     return versions
 
 
