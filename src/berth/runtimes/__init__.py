@@ -33,6 +33,7 @@ SUFFIXES: dict[str, str] = {
     ".txt": "lightgbm",
     ".pt": "torch",
     ".pth": "torch",
+    ".pt2": "torch",
     ".py": "custom",
 }
 
