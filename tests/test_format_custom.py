@@ -10,7 +10,7 @@ import pytest
 
 from berth.registry import Registry
 from tests.conftest import ClientFactory
-from tests.formats import berth, flat, predict_rest, register_ok
+from tests.formats import berth, flat, register_ok
 from tests.servers import berth_server
 
 KEYWORDS = '''
