@@ -9,7 +9,7 @@ PORT ?= 8000
 EXTRAS_SERVE := sklearn
 EXTRAS_TEST := test
 
-.PHONY: help venv serve test lint typecheck unit examples proto clean docs-config
+.PHONY: help venv serve test lint typecheck unit examples proto clean docs-config test-formats
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-22s %s\n", $$1, $$2}'
@@ -57,6 +57,15 @@ test: $(VENV)/.test lint typecheck unit ## create .venv, install with test extra
 proto: $(VENV)/.test ## regenerate the checked-in gRPC stubs from src/berth/server/proto/inference.proto
 	$(BIN)/python -m grpc_tools.protoc -I src --python_out=src --pyi_out=src --grpc_python_out=src \
 		src/berth/server/proto/inference.proto
+
+# torch is not in the `test` extra (a CPU wheel is ~200 MB, a default one several GB of CUDA).
+# This pin matches the CPU wheel in the CI machines' local wheel-house; elsewhere use e.g.
+# TORCH_SPEC="torch --index-url https://download.pytorch.org/whl/cpu".
+TORCH_SPEC ?= torch==2.13.0
+
+test-formats: $(VENV)/.test ## install torch ($(TORCH_SPEC)) and run the model-format and source tests
+	$(BIN)/pip install -q "$(TORCH_SPEC)"
+	$(BIN)/pytest -q tests/test_format_*.py tests/test_source_*.py tests/test_registry_s3.py
 
 clean: ## remove the virtual environment and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build dist

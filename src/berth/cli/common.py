@@ -42,7 +42,7 @@ class CliState:
         return Settings(**values)
 
     def registry(self) -> Registry:
-        return Registry(self.settings().registry)
+        return Registry.from_settings(self.settings())
 
 
 class BerthGroup(click.Group):

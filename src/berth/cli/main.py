@@ -22,15 +22,18 @@ __all__ = ["cli", "main"]
 @click.group(cls=BerthGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--registry",
-    type=click.Path(path_type=Path),
     default=None,
-    help="Registry folder (default: $BERTH_REGISTRY or ./registry).",
+    help="Registry folder, or s3://bucket/prefix or gs://bucket/prefix "
+    "(default: $BERTH_REGISTRY_URL, $BERTH_REGISTRY or ./registry).",
 )
 @click.version_option(__version__, prog_name="berth")
 @click.pass_context
-def cli(ctx: click.Context, registry: Path | None) -> None:
+def cli(ctx: click.Context, registry: str | None) -> None:
     """Berth: register trained models and serve them as a fast, safe, observable API."""
-    ctx.obj = CliState({"registry": registry})
+    if registry is not None and "://" in registry:
+        ctx.obj = CliState({"registry_url": registry})
+    else:
+        ctx.obj = CliState({"registry": Path(registry) if registry else None})
 
 
 cli.add_command(models)
@@ -80,7 +83,7 @@ def predict(state: CliState, ref: str, payload: str) -> None:
     except orjson.JSONDecodeError as exc:
         raise MalformedRequest(f"PAYLOAD is not valid JSON: {exc}") from None
     settings = state.settings(models=[ref], refresh_interval_s=0)
-    dataplane = DataPlane(Registry(settings.registry), settings)
+    dataplane = DataPlane(Registry.from_settings(settings), settings)
     many = isinstance(body, dict) and "instances" in body
 
     async def once() -> Any:

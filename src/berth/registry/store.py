@@ -15,7 +15,7 @@ import shutil
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from berth.errors import (
     ChecksumMismatch,
@@ -37,7 +37,11 @@ NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 ALIAS_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
 RESERVED_ALIASES = {"latest"}
 
+if TYPE_CHECKING:
+    from berth.settings import Settings
+
 Progress = Callable[[int], None]
+T = TypeVar("T")
 
 
 def parse_ref(ref: str) -> tuple[str, str | None]:
@@ -75,6 +79,21 @@ class Registry:
 
     def __init__(self, root: Path | str) -> None:
         self.root = Path(root)
+
+    @staticmethod
+    def from_settings(settings: Settings) -> Registry:
+        """The registry the settings name: `registry_url` (object storage) or the local folder."""
+        if settings.registry_url:
+            from berth.registry.objectstore import ObjectRegistry
+
+            cache = settings.registry_cache or Path.home() / ".cache" / "berth" / "registry"
+            return ObjectRegistry(settings.registry_url, cache)
+        return Registry(settings.registry)
+
+    @property
+    def location(self) -> str:
+        """Where the registry lives, for messages: a folder or a URL."""
+        return str(self.root)
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -179,40 +198,44 @@ class Registry:
     def set_alias(self, name: str, alias: str, version: int) -> int | None:
         """Point `alias` at `version`; returns the version it pointed at before."""
         _check_alias(alias)
-        with self._locked(name):
+
+        def change(state: dict[str, Any]) -> tuple[int | None, bool]:
             if version not in self.versions(name):
                 raise VersionNotFound(f"model {name!r} has no version {version}")
-            state = self._read_aliases(name)
             previous = state["aliases"].get(alias)
-            if previous != version:
-                state["aliases"][alias] = version
-                state["history"].setdefault(alias, []).append(version)
-                self._write_aliases(name, state)
-            return previous  # type: ignore[no-any-return]
+            if previous == version:
+                return previous, False
+            state["aliases"][alias] = version
+            state["history"].setdefault(alias, []).append(version)
+            return previous, True
+
+        return self._update_aliases(name, change)
 
     def rollback(self, name: str, alias: str) -> int:
         """Point `alias` back at the version it pointed at before the last change."""
-        with self._locked(name):
-            state = self._read_aliases(name)
+
+        def change(state: dict[str, Any]) -> tuple[int, bool]:
             history: list[int] = state["history"].get(alias, [])
             existing = set(self.versions(name))
             while len(history) > 1:
                 history.pop()
                 if history[-1] in existing:
                     state["aliases"][alias] = history[-1]
-                    self._write_aliases(name, state)
-                    return history[-1]
+                    return history[-1], True
             raise Conflict(
                 f"alias {alias!r} of model {name!r} has no earlier version to roll back to"
             )
 
+        return self._update_aliases(name, change)
+
     def remove_alias(self, name: str, alias: str) -> None:
-        with self._locked(name):
-            state = self._read_aliases(name)
+        def change(state: dict[str, Any]) -> tuple[None, bool]:
             if state["aliases"].pop(alias, None) is None:
                 raise VersionNotFound(f"model {name!r} has no alias {alias!r}")
             state["history"].pop(alias, None)
-            self._write_aliases(name, state)
+            return None, True
+
+        self._update_aliases(name, change)
 
     def delete(self, name: str, version: int) -> None:
         """Delete one version; refused while an alias points at it."""
@@ -261,6 +284,15 @@ class Registry:
                 continue
             return version
         raise RegistryError(f"could not allocate a version folder in {folder}")
+
+    def _update_aliases(self, name: str, change: Callable[[dict[str, Any]], tuple[T, bool]]) -> T:
+        """Apply `change` to the alias state under the model's lock; it says whether to write."""
+        with self._locked(name):
+            state = self._read_aliases(name)
+            result, changed = change(state)
+            if changed:
+                self._write_aliases(name, state)
+            return result
 
     def _read_aliases(self, name: str) -> dict[str, Any]:
         path = self.root / _check_name(name) / ALIASES_FILE

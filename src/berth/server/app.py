@@ -32,7 +32,7 @@ def create_app(settings: Settings | None = None, dataplane: DataPlane | None = N
     """Build the ASGI app; models load in its lifespan, and `/ready` turns 200 when they have."""
     settings = settings or Settings()
     if dataplane is None:
-        dataplane = DataPlane(Registry(settings.registry), settings)
+        dataplane = DataPlane(Registry.from_settings(settings), settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

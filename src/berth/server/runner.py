@@ -41,7 +41,7 @@ def _banner(settings: Settings, dataplane: DataPlane) -> None:
 def run(settings: Settings) -> None:
     """Serve the configured models until interrupted."""
     configure_logging(settings)
-    dataplane = DataPlane(Registry(settings.registry), settings)
+    dataplane = DataPlane(Registry.from_settings(settings), settings)
     app = create_app(settings, dataplane)
     if settings.grpc_port:
         from berth.server.grpc import serve_alongside  # needs the grpc extra
