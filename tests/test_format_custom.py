@@ -104,10 +104,20 @@ def test_custom_model_errors(tmp_path: Path, registry: Registry) -> None:
         "other:X",
     )
     assert "--class other:X is not in keywords.py" in flat(file_only)
-    (folder / "sub").mkdir()
-    nested = berth(
-        registry, "models", "register", str(folder), "--name", "kw", "--class", "keywords:Keywords"
-    )
-    assert "a model folder must be flat; move or remove sub" in flat(nested)
     with pytest.raises(Exception, match="not registered"):
         registry.versions("kw")
+
+
+def test_custom_model_folder_keeps_subfolders(
+    tmp_path: Path, registry: Registry, make_client: ClientFactory
+) -> None:
+    folder = write_model(tmp_path / "m", ["no", "yes"], ["x"])
+    (folder / "pkg").mkdir()
+    (folder / "pkg" / "words.py").write_text("WORDS = []\n")
+    (folder / "__pycache__").mkdir()
+    (folder / "__pycache__" / "junk.pyc").write_bytes(b"")
+    register_ok(registry, str(folder), "--name", "kw", "--class", "keywords:Keywords")
+    assert sorted(registry.card("kw").files) == ["keywords.json", "keywords.py", "pkg/words.py"]
+    with make_client(registry, models=["kw"]) as client:
+        answer = client.post("/predict", json={"text": "x marks it"}).json()
+    assert answer["prediction"] == "yes"

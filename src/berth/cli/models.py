@@ -68,19 +68,17 @@ def _parse_classes(text: str | None) -> list[Label] | None:
 
 
 def _model_files(path: Path) -> list[Path]:
-    """The file itself, or every file of a model folder (flat; caches and hidden files skipped)."""
+    """The file itself, or every file of a model folder (caches and hidden files skipped)."""
     if path.is_file():
         return [path]
-    files: list[Path] = []
-    nested: list[Path] = []
-    for child in sorted(path.iterdir()):
-        if child.name.startswith(".") or child.name == "__pycache__":
-            continue
-        (files if child.is_file() else nested).append(child)
-    if nested:
-        raise InvalidInput(
-            f"{path}: a model folder must be flat; move or remove {', '.join(n.name for n in nested)}"
+    files = sorted(
+        child
+        for child in path.rglob("*")
+        if child.is_file()
+        and not any(
+            part.startswith(".") or part == "__pycache__" for part in child.relative_to(path).parts
         )
+    )
     if not files:
         raise InvalidInput(f"{path} is an empty folder")
     return files
@@ -230,7 +228,9 @@ def _register_path(
     card = card.model_copy(update=updates)
     total = sum(f.stat().st_size for f in files)
     with byte_progress(f"Hashing and copying {path.name}", total) as advance:
-        stored = registry.register(name, files, card, alias=alias, progress=advance)
+        stored = registry.register(
+            name, files, card, alias=alias, progress=advance, base=path if path.is_dir() else None
+        )
     console.print(
         f"[green]✓[/] registered [bold]{stored.ref}[/] ({stored.framework}, {stored.task}, "
         f"{stored.signature.describe()})" + (f", alias {alias}" if alias else "")

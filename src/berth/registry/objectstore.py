@@ -42,6 +42,7 @@ from berth.registry.store import (
     Registry,
     _check_alias,
     _check_name,
+    stored_name,
 )
 from berth.types import ModelCard, utcnow
 
@@ -159,17 +160,19 @@ class ObjectRegistry(Registry):
         *,
         alias: str | None = None,
         progress: Progress | None = None,
+        base: Path | None = None,
     ) -> ModelCard:
         _check_name(name)
         if alias is not None:
             _check_alias(alias)
-        hashes = {source.name: sha256_file(source, progress) for source in files}
+        names = {source: stored_name(source, base) for source in files}
+        hashes = {names[source]: sha256_file(source, progress) for source in files}
         stored = card.model_copy(update={"files": hashes, "created_at": utcnow()})
         version = self._claim(name)
         folder = f"{self.base}/{name}/{version}"
         try:
             for source in files:
-                self.fs.put_file(str(source), f"{folder}/{source.name}")
+                self.fs.put_file(str(source), f"{folder}/{names[source]}")
             body = stored.model_dump_json(indent=2, exclude={"name", "version"}) + "\n"
             self.fs.pipe_file(f"{folder}/{CARD_FILE}", body.encode(), mode="create")
         except BaseException:

@@ -28,7 +28,7 @@ from berth.errors import (
 from berth.registry.hashing import sha256_file
 from berth.types import ModelCard, utcnow
 
-__all__ = ["Registry", "parse_ref"]
+__all__ = ["Registry", "parse_ref", "stored_name"]
 
 CARD_FILE = "model.json"
 ALIASES_FILE = "aliases.json"
@@ -48,6 +48,16 @@ def parse_ref(ref: str) -> tuple[str, str | None]:
     """Split `NAME[@VERSION|@ALIAS]` into its parts."""
     name, _, version = ref.partition("@")
     return name, (version or None)
+
+
+def stored_name(source: Path, base: Path | None) -> str:
+    """The name a file gets inside a version: its path relative to `base`, or its own name."""
+    if base is None:
+        return source.name
+    relative = source.resolve().relative_to(base.resolve()).as_posix()
+    if relative.startswith("../") or relative in ("", "."):
+        raise InvalidInput(f"{source} is not inside {base}")
+    return relative
 
 
 def _check_name(name: str) -> str:
@@ -170,8 +180,12 @@ class Registry:
         *,
         alias: str | None = None,
         progress: Progress | None = None,
+        base: Path | None = None,
     ) -> ModelCard:
-        """Copy `files` into a new version with `card` as its metadata; returns the stored card."""
+        """Copy `files` into a new version with `card` as its metadata; returns the stored card.
+
+        Files keep their path relative to `base` (a model folder with subfolders), else their name.
+        """
         folder = self.root / _check_name(name)
         if alias is not None:
             _check_alias(alias)
@@ -181,9 +195,11 @@ class Registry:
         try:
             hashes: dict[str, str] = {}
             for source in files:
-                target = staging / source.name
+                relative = stored_name(source, base)
+                target = staging / relative
+                target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(source, target)
-                hashes[source.name] = sha256_file(target, progress)
+                hashes[relative] = sha256_file(target, progress)
             stored = card.model_copy(update={"files": hashes, "created_at": utcnow()})
             stored_json = stored.model_dump_json(indent=2, exclude={"name", "version"})
             (staging / CARD_FILE).write_text(stored_json + "\n")
