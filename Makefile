@@ -63,8 +63,8 @@ proto: $(VENV)/.test ## regenerate the checked-in gRPC stubs from src/berth/serv
 # TORCH_SPEC="torch --index-url https://download.pytorch.org/whl/cpu".
 TORCH_SPEC ?= torch==2.13.0
 
-test-formats: $(VENV)/.test ## install torch ($(TORCH_SPEC)) and run the model-format and source tests
-	$(BIN)/pip install -q "$(TORCH_SPEC)"
+test-formats: $(VENV)/.test ## install torch ($(TORCH_SPEC)) and mlflow, run the model-format and source tests
+	$(BIN)/pip install -q "$(TORCH_SPEC)" "mlflow>=2.16"
 	$(BIN)/pytest -q tests/test_format_*.py tests/test_source_*.py tests/test_registry_s3.py
 
 clean: ## remove the virtual environment and caches

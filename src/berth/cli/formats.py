@@ -1,4 +1,4 @@
-"""`berth models convert`: a registered scikit-learn version to ONNX, with parity and speed."""
+"""`berth models convert` (scikit-learn to ONNX) and `berth models import` (from MLflow)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,10 @@ from rich.table import Table
 from berth.cli.common import CliState, console, out, spinner
 from berth.errors import InvalidInput
 from berth.registry import parse_ref
+from berth.runtimes import Hints
+from berth.types import Task
 
-__all__ = ["convert"]
+__all__ = ["convert", "import_model"]
 
 
 @click.command()
@@ -100,4 +102,51 @@ def convert(
     console.print(
         f"[green]✓[/] registered [bold]{result.card.ref}[/] (onnx, converted from "
         f"{result.source.ref})" + (f", alias {alias}" if alias else "")
+    )
+
+
+@click.command("import")
+@click.argument("uri")
+@click.option("--name", default=None, help="Model name in Berth (default: the MLflow name).")
+@click.option("--alias", default=None, help="Point this alias at the imported version.")
+@click.option(
+    "--tracking-uri", default=None, help="MLflow tracking server (default: $MLFLOW_TRACKING_URI)."
+)
+@click.option(
+    "--task",
+    type=click.Choice(["classification", "regression"]),
+    default=None,
+    help="For a pyfunc model whose output schema does not tell.",
+)
+@click.pass_obj
+def import_model(
+    state: CliState,
+    uri: str,
+    name: str | None,
+    alias: str | None,
+    tracking_uri: str | None,
+    task: Task | None,
+) -> None:
+    """Import an MLflow model: models:/NAME/VERSION, models:/NAME@ALIAS or runs:/RUN_ID/PATH.
+
+    The model's files are downloaded from the tracking server and registered as a new version;
+    its signature and input example are kept.
+    """
+    from berth.sources.mlflow import import_mlflow_model
+
+    settings = state.settings()
+    registry = state.registry()
+    with spinner(f"Importing {uri}"):
+        stored = import_mlflow_model(
+            registry,
+            uri,
+            settings,
+            name=name,
+            alias=alias,
+            tracking_uri=tracking_uri,
+            hints=Hints(task=task),
+        )
+    console.print(
+        f"[green]✓[/] imported [bold]{stored.ref}[/] from {uri} ({stored.task}, "
+        f"{stored.signature.describe()})" + (f", alias {alias}" if alias else "")
     )

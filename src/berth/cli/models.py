@@ -146,8 +146,8 @@ def register(
     """Register SOURCE as a new version of NAME.
 
     SOURCE is a model file (joblib, pickle, skops, .onnx, XGBoost .json/.ubj, LightGBM .txt,
-    PyTorch .pt2/.pt/.pth), a custom model (a .py file or a flat folder, with --class), or an
-    http(s) URL of a file pinned with --sha256.
+    PyTorch .pt2/.pt/.pth), an MLflow model folder, a custom model (a .py file or a folder, with
+    --class), or an http(s) URL of a file pinned with --sha256.
     """
     import tempfile
 
@@ -317,9 +317,10 @@ def delete(state: CliState, ref: str) -> None:
 
 
 def _add_format_commands() -> None:
-    from berth.cli.formats import convert
+    from berth.cli.formats import convert, import_model
 
     models.add_command(convert)
+    models.add_command(import_model)
 
 
 _add_format_commands()

@@ -18,6 +18,7 @@ RUNTIMES: dict[str, tuple[str, str, str]] = {
     "lightgbm": ("berth.runtimes.lightgbm", "LightGBMModel", "lightgbm"),
     "torch": ("berth.runtimes.torch", "TorchModel", "torch"),
     "custom": ("berth.runtimes.custom", "CustomModel", "sklearn"),
+    "mlflow": ("berth.runtimes.mlflow", "MLflowModel", "mlflow"),
 }
 
 SUFFIXES: dict[str, str] = {
@@ -85,14 +86,16 @@ def _custom_runtime(path: str) -> type[Model]:
 def runtime_for_path(path: Path, hints: Hints | None = None) -> type[Model]:
     """The runtime for a file or folder given to `berth models register`.
 
-    A folder is a custom model (its class named by `hints.model_class`); a `.py` file is a custom
-    model; any other file goes by its suffix.
+    A folder is an MLflow model (it has an `MLmodel` file) or a custom model (its class named by
+    `hints.model_class`); a `.py` file is a custom model; any other file goes by its suffix.
     """
     if path.is_dir():
+        if (path / "MLmodel").is_file() and (hints is None or hints.model_class is None):
+            return runtime_for("mlflow")
         if hints is None or hints.model_class is None:
             raise InvalidInput(
                 f"{path} is a folder: a custom model needs --class module:Class "
-                "(a subclass of berth.runtimes.Model)"
+                "(a subclass of berth.runtimes.Model); an MLflow model has an MLmodel file"
             )
         return runtime_for("custom")
     return runtime_for_file(path)
