@@ -65,7 +65,7 @@ TORCH_SPEC ?= torch==2.13.0
 
 test-formats: $(VENV)/.test ## install torch ($(TORCH_SPEC)) and mlflow, run the model-format and source tests
 	$(BIN)/pip install -q "$(TORCH_SPEC)" "mlflow>=2.16"
-	$(BIN)/pytest -q tests/test_format_*.py tests/test_source_*.py tests/test_registry_s3.py
+	$(BIN)/pytest -q tests/test_format_*.py tests/test_source_*.py tests/test_registry_s3.py tests/test_registry_gcs.py
 
 clean: ## remove the virtual environment and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build dist

@@ -99,7 +99,7 @@ class DataPlane:
         ]
         if not specs:
             raise ModelNotFound(
-                f"no model to serve in {registry.root}: name one (berth serve NAME) or give one "
+                f"no model to serve in {registry.location}: name one (berth serve NAME) or give one "
                 f"the {settings.serve_alias!r} alias (berth models promote NAME VERSION)"
             )
         self._pins: dict[str, str | None] = {}

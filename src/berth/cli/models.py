@@ -252,7 +252,7 @@ def list_models(state: CliState) -> None:
         created = card.created_at.strftime("%Y-%m-%d %H:%M") if card.created_at else ""
         table.add_row(name, ", ".join(map(str, versions)), aliases, card.task, created)
     if not table.rows:
-        console.print(f"no models registered in {registry.root}")
+        console.print(f"no models registered in {registry.location}")
         return
     out.print(table)
 

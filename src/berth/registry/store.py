@@ -117,7 +117,7 @@ class Registry:
     def versions(self, name: str) -> list[int]:
         folder = self.root / _check_name(name)
         if not folder.is_dir():
-            raise ModelNotFound(f"model {name!r} is not registered in {self.root}")
+            raise ModelNotFound(f"model {name!r} is not registered in {self.location}")
         return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit() and p.is_dir())
 
     def aliases(self, name: str) -> dict[str, int]:
@@ -313,7 +313,7 @@ class Registry:
     def _read_aliases(self, name: str) -> dict[str, Any]:
         path = self.root / _check_name(name) / ALIASES_FILE
         if not (self.root / name).is_dir():
-            raise ModelNotFound(f"model {name!r} is not registered in {self.root}")
+            raise ModelNotFound(f"model {name!r} is not registered in {self.location}")
         if not path.exists():
             return {"aliases": {}, "history": {}}
         try:
@@ -331,7 +331,7 @@ class Registry:
     def _locked(self, name: str) -> Iterator[None]:
         folder = self.root / _check_name(name)
         if not folder.is_dir():
-            raise ModelNotFound(f"model {name!r} is not registered in {self.root}")
+            raise ModelNotFound(f"model {name!r} is not registered in {self.location}")
         with (folder / ".lock").open("a") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
