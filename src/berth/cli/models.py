@@ -232,8 +232,8 @@ def _register_path(
             name, files, card, alias=alias, progress=advance, base=path if path.is_dir() else None
         )
     console.print(
-        f"[green]✓[/] registered [bold]{stored.ref}[/] ({stored.framework}, {stored.task}, "
-        f"{stored.signature.describe()})" + (f", alias {alias}" if alias else "")
+        f"[green]✓[/] registered [bold]{stored.ref}[/] ({stored.task}, {stored.signature.describe()})"
+        + (f", alias {alias}" if alias else "")
     )
 
 
