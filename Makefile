@@ -9,7 +9,7 @@ PORT ?= 8000
 EXTRAS_SERVE := sklearn
 EXTRAS_TEST := test
 
-.PHONY: help venv serve test lint typecheck unit examples proto clean docs-config test-formats
+.PHONY: help venv serve test lint typecheck unit examples proto clean docs-config test-formats constraints
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-22s %s\n", $$1, $$2}'
@@ -19,12 +19,12 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
-$(VENV)/.serve: $(BIN)/python pyproject.toml
-	$(BIN)/pip install -q -e ".[$(EXTRAS_SERVE)]"
+$(VENV)/.serve: $(BIN)/python pyproject.toml constraints.txt
+	$(BIN)/pip install -q -e ".[$(EXTRAS_SERVE)]" -c constraints.txt
 	@touch $@
 
-$(VENV)/.test: $(BIN)/python pyproject.toml
-	$(BIN)/pip install -q -e ".[$(EXTRAS_TEST)]"
+$(VENV)/.test: $(BIN)/python pyproject.toml constraints.txt
+	$(BIN)/pip install -q -e ".[$(EXTRAS_TEST)]" -c constraints.txt
 	@touch $@ $(VENV)/.serve
 
 venv: $(VENV)/.serve ## create .venv and install Berth
@@ -64,7 +64,7 @@ proto: $(VENV)/.test ## regenerate the checked-in gRPC stubs from src/berth/serv
 TORCH_SPEC ?= torch==2.13.0
 
 test-formats: $(VENV)/.test ## install torch ($(TORCH_SPEC)) and mlflow, run the model-format and source tests
-	$(BIN)/pip install -q "$(TORCH_SPEC)" "mlflow>=2.16"
+	$(BIN)/pip install -q "$(TORCH_SPEC)" "mlflow>=2.16" -c constraints.txt
 	$(BIN)/pytest -q tests/test_format_*.py tests/test_source_*.py tests/test_registry_s3.py tests/test_registry_gcs.py
 
 clean: ## remove the virtual environment and caches
@@ -74,3 +74,7 @@ docs-config: $(VENV)/.serve ## regenerate the settings table in docs/configurati
 	$(BIN)/python -c "import pathlib; from berth.settings import settings_reference as ref; \
 	p = pathlib.Path('docs/configuration.md'); text = p.read_text(); \
 	p.write_text(text[:text.index('| Setting |')] + ref())"
+
+constraints: $(VENV)/.test ## re-pin constraints.txt from the test environment after changing dependencies
+	{ sed -n '1,3p' constraints.txt; $(BIN)/pip freeze --exclude-editable | grep -viE '^(torch|nvidia|triton==)'; } > constraints.new
+	mv constraints.new constraints.txt
