@@ -14,8 +14,8 @@ from berth.cli.common import BerthGroup, CliState, console, print_json
 from berth.cli.drift import drift
 from berth.cli.examples import examples
 from berth.cli.models import models
-from berth.cli.routes import routes
 from berth.cli.predictions import predictions
+from berth.cli.routes import routes
 from berth.errors import MalformedRequest
 
 __all__ = ["cli", "main"]
