@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from berth.monitoring import store
 from berth.monitoring.metrics import Metrics
 from berth.monitoring.summary import quantile
 from berth.registry import Registry
@@ -160,3 +162,22 @@ def test_metrics_objects_are_independent() -> None:
     a.requests.labels("m", "1", "", "/predict", "2xx").inc()
     assert b'berth_requests_total{endpoint="/predict"' not in b.render()
     assert b'berth_requests_total{endpoint="/predict"' in a.render()
+
+
+def test_route_variants_label_metrics_and_the_prediction_log(
+    registry: Registry, make_client: ClientFactory, tmp_path: Path
+) -> None:
+    register_fake(registry, "adder")  # version 1, production
+    register_fake(registry, "adder", alias="candidate")  # version 2
+    registry.set_route("adder", {"weights": {"production": 1, "candidate": 0}})
+    state = tmp_path / "state"
+    with make_client(registry, state_dir=state) as client:
+        for _ in range(3):
+            assert client.post("/predict", json={"features": [1, 2, 3]}).status_code == 200
+        text = client.get("/metrics").text
+    labels = {"model": "adder", "version": "1", "endpoint": "/predict", "status_class": "2xx"}
+    assert value(text, "berth_requests_total", **labels, variant="production") == 3
+    engine = store.create_store_engine(f"sqlite:///{state / 'predictions.db'}")
+    rows = store.query(engine, model="adder", limit=None)
+    engine.dispose()
+    assert [r["variant"] for r in rows] == ["production"] * 3

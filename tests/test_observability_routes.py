@@ -30,6 +30,23 @@ def test_dashboard_data(registry: Registry, make_client: ClientFactory) -> None:
     assert adder["totals"]["latency_buckets"][-1] == ["+Inf", 4.0]
     assert 0 < adder["totals"]["p50_s"] <= adder["totals"]["p99_s"]
     assert adder["drift"]["status"] == "no reference statistics"
+    assert adder["route"] is None
+
+
+def test_dashboard_data_shows_routes_and_unloads(
+    registry: Registry, make_client: ClientFactory
+) -> None:
+    register_fake(registry, "adder")
+    register_fake(registry, "adder", alias="candidate")
+    registry.set_route("adder", {"weights": {"production": 9, "candidate": 1}})
+    with make_client(registry) as client:
+        data = client.get("/dashboard/data").json()
+        before = client.get("/metrics").text
+        assert client.post("/v2/repository/models/adder/unload").status_code == 200
+        after = client.get("/metrics").text
+    assert data["models"][0]["route"] == "production=9 candidate=1"
+    assert 'berth_model_loaded{model="adder",version="2"} 1.0' in before
+    assert 'berth_model_loaded{model="adder"' not in after  # unloaded on purpose: no series
 
 
 def test_admin_predictions_filters(registry: Registry, make_client: ClientFactory) -> None:

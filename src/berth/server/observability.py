@@ -83,6 +83,7 @@ def build_monitoring_router(dataplane: DataPlane) -> APIRouter:
                     "version": card.version,
                     "task": card.task,
                     "aliases": dataplane.registry.aliases(card.name),
+                    "route": route.describe() if (route := dataplane.route(card.name)) else None,
                     "loaded": (card.name, card.version) in loaded,
                     "default": card.name == dataplane.default_name,
                     "totals": totals["models"].get(card.name),
