@@ -150,17 +150,17 @@ def test_outage_spills_then_replays_on_postgresql(tmp_path: Path) -> None:
         with engine.connect() as conn:
             versions = conn.execute(text("SELECT version FROM berth_schema_version")).all()
         engine.dispose()
-        assert versions == [(1,)]
+        assert versions == [(1,), (2,)]
         assert back.counts["dropped"] == 0
         assert not list(back.spill_dir.iterdir())
 
 
 def test_migrations_are_idempotent(tmp_path: Path) -> None:
     engine = store.create_store_engine(f"sqlite:///{tmp_path / 'p.db'}")
-    assert store.migrate(engine) == 1
-    assert store.migrate(engine) == 1
+    assert store.migrate(engine) == 2
+    assert store.migrate(engine) == 2
     with engine.connect() as conn:
-        assert conn.execute(text("SELECT count(*) FROM berth_schema_version")).scalar() == 1
+        assert conn.execute(text("SELECT count(*) FROM berth_schema_version")).scalar() == 2
     engine.dispose()
 
 
@@ -192,4 +192,36 @@ def test_concurrent_migrations(store_setting: str, tmp_path: Path) -> None:
             engine.dispose()
 
     with ThreadPoolExecutor(4) as pool:
-        assert list(pool.map(migrate, range(8))) == [1] * 8
+        assert list(pool.map(migrate, range(8))) == [2] * 8
+
+
+def test_feedback_joins_the_prediction_log(
+    registry: Registry, make_client: ClientFactory, store_setting: str, tmp_path: Path
+) -> None:
+    register_fake(registry, "parity", "parity")
+    # /feedback answers for predictions it remembers: those that went through a route
+    registry.set_route("parity", {"weights": {"production": 1}})
+    state = tmp_path / "state"
+    with make_client(registry, prediction_store=store_setting, state_dir=state) as client:
+        ids = [
+            client.post("/predict", json={"features": [i, 0, 0]}).headers["x-request-id"]
+            for i in range(3)
+        ]
+        assert (
+            client.post("/feedback", json={"request_id": ids[0], "label": "odd"}).status_code == 200
+        )
+        assert (
+            client.post("/feedback", json={"request_id": ids[0], "label": "even"}).status_code
+            == 200
+        )
+        assert (
+            client.post("/feedback", json={"request_id": ids[2], "label": "even"}).status_code
+            == 200
+        )
+    engine = _engine(Settings(prediction_store=store_setting), state)
+    rows = {r["request_id"]: r for r in store.query(engine, limit=None)}
+    with engine.connect() as conn:
+        versions = [v for (v,) in conn.execute(text("SELECT version FROM berth_schema_version"))]
+    engine.dispose()
+    assert [rows[i]["feedback"] for i in ids] == ["even", None, "even"]  # the latest one wins
+    assert sorted(versions) == [1, 2]

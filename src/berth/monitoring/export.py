@@ -28,6 +28,7 @@ COLUMNS = [
     "latency_ms",
     "inputs",
     "outputs",
+    "feedback",
 ]
 
 
@@ -41,7 +42,7 @@ def _flat(row: dict[str, Any]) -> dict[str, Any]:
     flat = {key: row.get(key) for key in COLUMNS}
     if isinstance(flat["ts"], datetime):
         flat["ts"] = flat["ts"].isoformat()
-    for key in ("inputs", "outputs"):
+    for key in ("inputs", "outputs", "feedback"):
         if flat[key] is not None:
             flat[key] = orjson.dumps(flat[key]).decode()
     return flat
@@ -90,6 +91,7 @@ def _parquet(rows: Iterable[dict[str, Any]], out: BinaryIO | Path) -> int:
             ("latency_ms", pa.float64()),
             ("inputs", pa.string()),
             ("outputs", pa.string()),
+            ("feedback", pa.string()),
         ]
     )
     table = pa.Table.from_pylist(flat, schema=schema)

@@ -198,6 +198,14 @@ class Monitor:
                 variant=variant,
             )
 
+    def feedback(self, request_id: str, truth: Any) -> bool:
+        """Store the ground truth of an earlier request; False when the prediction log is off."""
+        plog = self.prediction_log
+        if plog is None or not plog.running:
+            return False
+        plog.submit_feedback(request_id, truth)
+        return True
+
     # -- drift ------------------------------------------------------------------------------
 
     def drift(self, card: ModelCard) -> dict[str, Any]:

@@ -87,6 +87,33 @@ class PendingRecord:
         }
 
 
+@dataclass(slots=True)
+class FeedbackRecord:
+    """Ground truth for an earlier request, stored in `berth_feedback`."""
+
+    request_id: str
+    truth: Any
+    ts: datetime
+
+    def row(self, fields: frozenset[str]) -> dict[str, Any]:
+        return {
+            "_table": "feedback",
+            "request_id": self.request_id,
+            "ts": self.ts,
+            "truth": self.truth,
+        }
+
+
+Record = PendingRecord | FeedbackRecord
+
+
+def _insert(engine: Engine, rows: list[dict[str, Any]]) -> None:
+    """Rows of both tables (feedback rows carry `"_table": "feedback"`), in one transaction."""
+    predictions = [row for row in rows if "_table" not in row]
+    truths = [{k: v for k, v in row.items() if k != "_table"} for row in rows if "_table" in row]
+    store.insert_rows(engine, predictions, truths)
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -114,9 +141,7 @@ class PredictionLog:
         self.metrics = metrics
         self._counter = metrics.prediction_log_records
         self._buffered = metrics.prediction_log_buffered
-        self._queue: queue.Queue[PendingRecord | object] = queue.Queue(
-            settings.prediction_log_buffer
-        )
+        self._queue: queue.Queue[Record | object] = queue.Queue(settings.prediction_log_buffer)
         self._spill_lock = threading.Lock()
         self._down_until = 0.0
         self._migrated = False
@@ -181,6 +206,13 @@ class PredictionLog:
             datetime.now(UTC),
             os.urandom(16).hex(),  # uuid4().hex builds a UUID object first: 10x slower
         )
+        self._put(record)
+
+    def submit_feedback(self, request_id: str, truth: Any) -> None:
+        """Queue the ground truth of an earlier request (never sampled out)."""
+        self._put(FeedbackRecord(request_id, truth, datetime.now(UTC)))
+
+    def _put(self, record: Record) -> None:
         try:
             self._queue.put_nowait(record)
             self._buffered.inc()
@@ -208,20 +240,20 @@ class PredictionLog:
         if self._spilled_any() and self._ensure_schema():
             self._replay_all()
 
-    def _next_batch(self) -> tuple[list[PendingRecord], bool]:
+    def _next_batch(self) -> tuple[list[Record], bool]:
         try:
             first = self._queue.get(timeout=self.flush_s)
         except queue.Empty:
             return [], False
         if first is _STOP:
             return [], True
-        assert isinstance(first, PendingRecord)
+        assert isinstance(first, PendingRecord | FeedbackRecord)
         self._buffered.dec()
         more, stop = self._drain(limit=self.batch_size - 1)
         return [first, *more], stop
 
-    def _drain(self, limit: int | None) -> tuple[list[PendingRecord], bool]:
-        records: list[PendingRecord] = []
+    def _drain(self, limit: int | None) -> tuple[list[Record], bool]:
+        records: list[Record] = []
         stop = False
         while limit is None or len(records) < limit:
             try:
@@ -230,7 +262,7 @@ class PredictionLog:
                 break
             if item is _STOP:
                 stop = True
-            elif isinstance(item, PendingRecord):
+            elif isinstance(item, PendingRecord | FeedbackRecord):
                 records.append(item)
         if records:
             self._buffered.dec(len(records))
@@ -249,11 +281,11 @@ class PredictionLog:
             self._migrated = True
         return True
 
-    def _write(self, records: list[PendingRecord]) -> None:
+    def _write(self, records: list[Record]) -> None:
         rows = [r.row(self.fields) for r in records]
         if self._ensure_schema():
             try:
-                store.insert_rows(self.engine, rows)
+                _insert(self.engine, rows)
             except SQLAlchemyError as exc:
                 self._mark_down(exc)
             else:
@@ -366,4 +398,4 @@ class PredictionLog:
         rows = [orjson.loads(line) for line in lines]
         for row in rows:
             row["ts"] = datetime.fromisoformat(row["ts"])
-        store.insert_rows(self.engine, rows)
+        _insert(self.engine, rows)

@@ -76,7 +76,19 @@ def _predictions_table(meta: MetaData) -> Table:
     )
 
 
+def _feedback_table(meta: MetaData) -> Table:
+    """Ground truth per request id, as migration 2 creates it (the latest feedback wins)."""
+    return Table(
+        "berth_feedback",
+        meta,
+        Column("request_id", String(128), primary_key=True),
+        Column("ts", DateTime(timezone=True), nullable=False),
+        Column("truth", JSON().with_variant(postgresql.JSONB(), "postgresql"), nullable=False),
+    )
+
+
 predictions = _predictions_table(metadata)
+feedback = _feedback_table(metadata)
 schema_version = Table(
     "berth_schema_version",
     metadata,
@@ -97,8 +109,13 @@ def _create_predictions(conn: Connection) -> None:
     _create_if_missing(conn, _predictions_table(MetaData()))
 
 
+def _create_feedback(conn: Connection) -> None:
+    _create_if_missing(conn, _feedback_table(MetaData()))
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (1, "create berth_predictions", _create_predictions),
+    (2, "create berth_feedback", _create_feedback),
 ]
 _LOCK_ID = 0x6265727468  # "berth"
 
@@ -183,11 +200,29 @@ def _insert_ignoring_duplicates(conn: Connection, table: Table) -> Any:
     return insert(table)
 
 
-def insert_rows(engine: Engine, rows: Sequence[dict[str, Any]]) -> None:
-    """Insert records in one transaction; a record already stored (same id) is skipped."""
-    if rows:
-        with engine.begin() as conn:
+def insert_rows(
+    engine: Engine, rows: Sequence[dict[str, Any]], truths: Sequence[dict[str, Any]] = ()
+) -> None:
+    """Insert prediction records (one already stored, same id, is skipped) and feedback rows
+    (replacing earlier feedback for the same request id) in one transaction."""
+    if not rows and not truths:
+        return
+    with engine.begin() as conn:
+        if rows:
             conn.execute(_insert_ignoring_duplicates(conn, predictions), list(rows))
+        if truths:
+            conn.execute(_upsert_feedback(conn), list(truths))
+
+
+def _upsert_feedback(conn: Connection) -> Any:
+    if conn.dialect.name in ("postgresql", "sqlite"):
+        dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+        statement = dialect.insert(feedback)
+        return statement.on_conflict_do_update(
+            index_elements=["request_id"],
+            set_={"ts": statement.excluded.ts, "truth": statement.excluded.truth},
+        )
+    return insert(feedback)
 
 
 def _now() -> datetime:
@@ -227,8 +262,11 @@ def query(
     newest_first: bool = True,
     request_id: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Stored predictions, as dicts with `ts` an aware UTC datetime."""
-    statement = select(predictions)
+    """Stored predictions, as dicts with `ts` an aware UTC datetime and `feedback` the ground
+    truth given for the request (None without)."""
+    statement = select(predictions, feedback.c.truth.label("feedback")).outerjoin(
+        feedback, feedback.c.request_id == predictions.c.request_id
+    )
     if model is not None:
         statement = statement.where(predictions.c.model == model)
     if since is not None:
