@@ -225,3 +225,30 @@ def test_feedback_joins_the_prediction_log(
     engine.dispose()
     assert [rows[i]["feedback"] for i in ids] == ["even", None, "even"]  # the latest one wins
     assert sorted(versions) == [1, 2]
+
+
+def test_a_record_the_database_refuses_is_dropped_alone(tmp_path: Path) -> None:
+    """PostgreSQL's JSONB refuses NUL characters: that record is dropped, the others stored."""
+    with private_schema(postgres_url_or_skip()) as url:
+        settings = Settings(prediction_store=url, prediction_log_flush_s=0.05)
+        plog = PredictionLog(settings, tmp_path, Metrics())
+        plog.start()
+        for i, text in enumerate(["fine", "bad\x00text", "also fine"]):
+            plog.submit(
+                request_id=f"r{i}",
+                model="m",
+                version=1,
+                outcome="ok",
+                latency_ms=1.0,
+                batch=[text],
+                outputs=Outputs(labels=["x"]),
+            )
+        _wait(lambda: plog.counts["written"] + plog.counts["dropped"] == 3)
+        _submit(plog, 2, start=10)  # the writer carries on
+        _wait(lambda: plog.counts["written"] == 4)
+        plog.close()
+        engine = store.create_store_engine(plog.url)
+        stored = sorted(r["request_id"] for r in store.query(engine, limit=None))
+        engine.dispose()
+    assert stored == ["r0", "r2", "req-10", "req-11"]
+    assert plog.counts == {"written": 4, "spilled": 0, "replayed": 0, "dropped": 1}

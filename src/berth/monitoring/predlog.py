@@ -9,6 +9,7 @@ succeed again (records carry their own id, so a replay interrupted halfway never
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
@@ -24,7 +25,7 @@ from typing import Any
 import numpy as np
 import orjson
 from sqlalchemy import Engine
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 
 from berth.monitoring import store
 from berth.monitoring.metrics import Metrics
@@ -37,6 +38,8 @@ __all__ = ["PendingRecord", "PredictionLog", "outputs_json"]
 log = logging.getLogger("berth.predictionlog")
 
 _STOP = object()
+_REFUSED = (DataError, IntegrityError)
+"""Errors about a record's content; anything else (connection, timeout) means the database is down."""
 
 
 def outputs_json(outputs: Outputs) -> dict[str, Any]:
@@ -163,7 +166,8 @@ class PredictionLog:
     def close(self, timeout: float = 30.0) -> None:
         """Flush every buffered record (to the database, else to the spill file), then stop."""
         if self._thread is not None:
-            self._queue.put(_STOP)
+            with contextlib.suppress(queue.Full):  # a full queue: the writer is busy draining it
+                self._queue.put(_STOP, timeout=timeout)
             self._thread.join(timeout)
             self._thread = None
         leftover, _ = self._drain(limit=None)
@@ -285,15 +289,37 @@ class PredictionLog:
         rows = [r.row(self.fields) for r in records]
         if self._ensure_schema():
             try:
-                _insert(self.engine, rows)
+                written = self._insert_or_drop(rows)
             except SQLAlchemyError as exc:
                 self._mark_down(exc)
             else:
-                self._count("written", len(rows))
+                self._count("written", written)
                 if self._spilled_any():
                     self._replay_all()
                 return
         self._spill(rows)
+
+    def _insert_or_drop(self, rows: list[dict[str, Any]]) -> int:
+        """Insert rows; when the database refuses their content (not its connection), insert
+        them one by one and drop, count and log those it refuses: one bad record must not hold
+        every later one in the spill file. Returns how many were stored."""
+        try:
+            _insert(self.engine, rows)
+            return len(rows)
+        except _REFUSED:
+            pass
+        stored = 0
+        for row in rows:
+            try:
+                _insert(self.engine, [row])
+                stored += 1
+            except _REFUSED as exc:
+                log.error(
+                    "the prediction store refused a record; dropped",
+                    extra={"request_id": row.get("request_id"), "error": str(exc).splitlines()[0]},
+                )
+                self._count("dropped", 1)
+        return stored
 
     def _database_usable(self) -> bool:
         return time.monotonic() >= self._down_until
@@ -374,11 +400,9 @@ class PredictionLog:
                     if line.strip():
                         chunk.append(line)
                     if len(chunk) >= self.batch_size:
-                        self._insert_lines(chunk)
-                        replayed += len(chunk)
+                        replayed += self._insert_lines(chunk)
                         chunk = []
-                self._insert_lines(chunk)
-                replayed += len(chunk)
+                replayed += self._insert_lines(chunk)
             except SQLAlchemyError as exc:
                 self._mark_down(exc)
                 rest = path.with_suffix(".rest")
@@ -394,8 +418,8 @@ class PredictionLog:
             log.info("replayed spilled prediction records", extra={"records": replayed})
         return True
 
-    def _insert_lines(self, lines: list[bytes]) -> None:
+    def _insert_lines(self, lines: list[bytes]) -> int:
         rows = [orjson.loads(line) for line in lines]
         for row in rows:
             row["ts"] = datetime.fromisoformat(row["ts"])
-        _insert(self.engine, rows)
+        return self._insert_or_drop(rows) if rows else 0
