@@ -60,6 +60,7 @@ def register_fake(
     behaviour: str = "sum",
     n_features: int = 3,
     alias: str | None = "production",
+    reference: dict[str, Any] | None = None,
     **tags: str,
 ) -> ModelCard:
     """Register a fake model version (a tiny artifact file so checksums are real)."""
@@ -79,5 +80,6 @@ def register_fake(
         has_probabilities=behaviour == "parity",
         input_example=None if behaviour == "failing" else {"features": [1.0] * n_features},
         tags={"behaviour": behaviour, **tags},
+        reference=reference,
     )
     return registry.register(name, [artifact], card, alias=alias)

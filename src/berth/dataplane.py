@@ -30,6 +30,7 @@ from berth.errors import (
     RegistryError,
 )
 from berth.monitoring.experiments import ExperimentBook, agree
+from berth.monitoring.monitor import Monitor
 from berth.registry import Registry, parse_ref
 from berth.router import Route, choose_variant, should_shadow
 from berth.runtimes import Batch, Model, runtime_for
@@ -91,9 +92,12 @@ class Traffic:
 class DataPlane:
     """Serves a fixed set of model names; any registered version of them loads on first use."""
 
-    def __init__(self, registry: Registry, settings: Settings) -> None:
+    def __init__(
+        self, registry: Registry, settings: Settings, monitor: Monitor | None = None
+    ) -> None:
         self.registry = registry
         self.settings = settings
+        self.monitor = monitor or Monitor(settings)
         specs = settings.models or [
             name for name in registry.models() if settings.serve_alias in registry.aliases(name)
         ]
@@ -136,8 +140,13 @@ class DataPlane:
 
     async def start(self) -> None:
         """Load every served version; readiness turns true only when all of them loaded."""
+        await self.monitor.start()
+        for card in self.served.values():
+            self.monitor.expecting(card)
         for name in self.served:
             await self.refresh(name, initial=True)
+        for entry in list(self._loaded.values()):  # also those loaded before a fork
+            self.monitor.loaded(entry.card)
         self.ready = True
         if self.settings.refresh_interval_s > 0:
             self._spawn(self._watch())
@@ -148,6 +157,7 @@ class DataPlane:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
         self._executor.shutdown(wait=True, cancel_futures=False)
+        await self.monitor.stop()
 
     def _spawn(self, coroutine: Any) -> None:
         task = asyncio.get_running_loop().create_task(coroutine)
@@ -193,13 +203,16 @@ class DataPlane:
         started = time.perf_counter()
         try:
             batch = entry.codec.decode_many(body) if many else entry.codec.decode_one(body)
+            decoded = time.perf_counter()
             outputs = await self._run(entry, batch, request_id)
         except BerthError as exc:
             self._observe(name, variant, entry, started, exc.code, None, request_id)
+            self.monitor.failed(entry.card, request_id, exc.code, started, variant)
             raise
         finally:
             entry.in_flight -= 1
         self._observe(name, variant, entry, started, "ok", outputs, request_id)
+        self.monitor.predicted(entry.card, request_id, batch, outputs, started, decoded, variant)
         traffic = self.traffic.get(name)
         if variant is not None and traffic is not None and traffic.route is not None:
             self._maybe_shadow(name, traffic, body, many, outputs, variant, request_id)
@@ -219,13 +232,17 @@ class DataPlane:
         entry.in_flight += 1
         started = time.perf_counter()
         try:
-            outputs = await self._run(entry, entry.codec.decode_rows(rows), request_id)
+            batch = entry.codec.decode_rows(rows)
+            decoded = time.perf_counter()
+            outputs = await self._run(entry, batch, request_id)
         except BerthError as exc:
             self._observe(name, variant, entry, started, exc.code, None, request_id)
+            self.monitor.failed(entry.card, request_id, exc.code, started, variant)
             raise
         finally:
             entry.in_flight -= 1
         self._observe(name, variant, entry, started, "ok", outputs, request_id)
+        self.monitor.predicted(entry.card, request_id, batch, outputs, started, decoded, variant)
         return Prediction(entry.card, outputs, variant)
 
     async def _choose(
@@ -478,6 +495,7 @@ class DataPlane:
                 await asyncio.sleep(0.01)
             if all(entry is not e for t in self.traffic.values() for e in t.entries()):
                 self._loaded.pop((entry.card.name, entry.card.version), None)
+                self.monitor.unloaded(entry.card)
                 log.info(
                     "model unloaded",
                     extra={"model": entry.card.name, "version": entry.card.version},
@@ -514,7 +532,7 @@ class DataPlane:
         self.unloaded.add(name)
         self.traffic.pop(name, None)
         for key in [key for key in self._loaded if key[0] == name]:
-            del self._loaded[key]
+            self.monitor.unloaded(self._loaded.pop(key).card)
         self._event(name, "unloaded", f"model {name!r} unloaded")
 
     def _served_name(self, name: str | None) -> str:
@@ -559,6 +577,7 @@ class DataPlane:
         started = time.perf_counter()
         entry = await loop.run_in_executor(self._executor, self.load_now, name, version)
         self._loaded[(name, version)] = entry
+        self.monitor.loaded(entry.card, time.perf_counter() - started)
         log.info(
             "model loaded",
             extra={

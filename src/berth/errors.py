@@ -17,7 +17,8 @@
     ├── ModelFailed                    500 model_failed  (message hides internals)
     └── Unavailable                    503 unavailable   (answered with Retry-After)
         ├── NotReady                   503 not_ready
-        └── Overloaded                 503 overloaded
+        ├── Overloaded                 503 overloaded
+        └── StoreUnavailable           503 store_unavailable
 
 Classes hold data, not logic. The protocol adapters (server/) map them to wire responses.
 """
@@ -40,6 +41,7 @@ __all__ = [
     "Overloaded",
     "PayloadTooLarge",
     "RegistryError",
+    "StoreUnavailable",
     "Unavailable",
     "UnsafeModel",
     "VersionNotFound",
@@ -170,3 +172,9 @@ class Overloaded(Unavailable):
     """A queue or concurrency bound is full."""
 
     code = "overloaded"
+
+
+class StoreUnavailable(Unavailable):
+    """The prediction store cannot be read now (down, unreachable, or not created yet)."""
+
+    code = "store_unavailable"

@@ -74,13 +74,26 @@ class _Enqueue(logging.handlers.QueueHandler):
 
 
 def configure_logging(settings: Settings, stream: Any = None) -> None:
-    """Route every `berth.*` and `uvicorn.*` record through one queue to `stream` (stderr)."""
+    """Route every `berth.*` and `uvicorn.*` record through one queue to `stream` (stderr) and,
+    when `log_file` is set, to a size-rotated file."""
     global _listener
     drain()
-    handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(JsonFormatter() if settings.log_format == "json" else TextFormatter())
+    formatter = JsonFormatter() if settings.log_format == "json" else TextFormatter()
+    handlers: list[logging.Handler] = [logging.StreamHandler(stream or sys.stderr)]
+    if settings.log_file is not None:
+        settings.log_file.parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(
+            logging.handlers.RotatingFileHandler(
+                settings.log_file,
+                maxBytes=settings.log_file_max_bytes,
+                backupCount=settings.log_file_backups,
+                encoding="utf-8",
+            )
+        )
+    for handler in handlers:
+        handler.setFormatter(formatter)
     records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
-    _listener = logging.handlers.QueueListener(records, handler, respect_handler_level=False)
+    _listener = logging.handlers.QueueListener(records, *handlers, respect_handler_level=False)
     _listener.start()
     atexit.unregister(drain)
     atexit.register(drain)

@@ -114,6 +114,61 @@ class Settings(BaseSettings):
     log_format: Literal["json", "text"] = "json"
     """`json`: one JSON object per line; `text`: human-readable lines."""
 
+    log_file: Path | None = None
+    """Also write logs to this file, rotated by size (see `log_file_max_bytes`). Empty: stderr only."""
+
+    log_file_max_bytes: int = Field(default=50 * 1024 * 1024, ge=1024)
+    """Size at which the log file is rotated."""
+
+    log_file_backups: int = Field(default=5, ge=0)
+    """Rotated log files kept (`berth.log.1` ... `berth.log.N`)."""
+
+    access_log: bool = True
+    """Log one line per HTTP request (request id, model, version, status, latency). Probes and
+    `/metrics` scrapes are logged at debug level."""
+
+    state_dir: Path | None = None
+    """Folder for local state: the default SQLite prediction store and the prediction-log spill
+    files. Default: `.berth` beside the registry folder."""
+
+    prediction_log: bool = True
+    """Record every prediction (sampled by `prediction_log_sample_rate`) in the prediction store."""
+
+    prediction_store: str = ""
+    """SQLAlchemy URL of the prediction store, e.g. `postgresql://user:pass@host/db` (needs
+    `berth[postgres]`). Empty: the SQLite file `predictions.db` in the state folder."""
+
+    prediction_log_sample_rate: float = Field(default=1.0, ge=0.0, le=1.0)
+    """Fraction of prediction requests recorded (1.0: all of them)."""
+
+    prediction_log_fields: CsvList = Field(default_factory=lambda: ["inputs", "outputs"])
+    """Optional fields stored with each prediction: `inputs`, `outputs` (comma-separated; empty:
+    only ids, model, version, outcome and latency). Inputs can be sensitive."""
+
+    prediction_log_buffer: int = Field(default=10_000, ge=1)
+    """Records held in memory for the database writer; beyond it they spill to a local file."""
+
+    prediction_log_batch: int = Field(default=500, ge=1)
+    """Most records written to the database in one transaction."""
+
+    prediction_log_flush_s: float = Field(default=0.5, gt=0)
+    """Longest time a record waits in memory before the writer sends what it has."""
+
+    prediction_log_retry_s: float = Field(default=5.0, gt=0)
+    """After a database error, records spill to the local file for this long before a retry."""
+
+    prediction_log_spill_max_bytes: int = Field(default=1024**3, ge=1024)
+    """Largest size of one process's spill file; records beyond it are dropped (and counted)."""
+
+    drift_window: int = Field(default=2000, ge=10)
+    """Rows of live traffic per model version that drift is computed on (a sliding window)."""
+
+    drift_min_rows: int = Field(default=200, ge=1)
+    """Rows the window needs before drift scores are reported."""
+
+    drift_interval_s: float = Field(default=15.0, gt=0)
+    """How often the drift metrics are recomputed."""
+
 
 def settings_reference() -> str:
     """The configuration reference as Markdown, generated from the field docstrings."""

@@ -11,8 +11,10 @@ import orjson
 
 from berth import __version__
 from berth.cli.common import BerthGroup, CliState, console, print_json
+from berth.cli.drift import drift
 from berth.cli.examples import examples
 from berth.cli.models import models
+from berth.cli.predictions import predictions
 from berth.cli.routes import routes
 from berth.errors import MalformedRequest
 
@@ -39,6 +41,8 @@ def cli(ctx: click.Context, registry: str | None) -> None:
 cli.add_command(models)
 cli.add_command(examples)
 cli.add_command(routes)
+cli.add_command(predictions)
+cli.add_command(drift)
 
 
 @cli.command()

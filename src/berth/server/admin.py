@@ -143,6 +143,7 @@ def build_admin_router(dataplane: DataPlane) -> APIRouter:
             raise NotFound(
                 f"no recent prediction with request id {given.request_id!r} in this process"
             )
+        dataplane.monitor.feedback(given.request_id, truth)  # durable, joined in the prediction log
         return json_response(
             {"request_id": given.request_id, "model": joined[0], "variant": joined[1]}
         )

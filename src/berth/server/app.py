@@ -15,6 +15,8 @@ from berth.registry import Registry
 from berth.server import admin, rest, v1, v2
 from berth.server.errors import install_error_handlers
 from berth.server.middleware import RequestContextMiddleware
+from berth.server.observability import build_monitoring_router
+from berth.server.observe import ObservabilityMiddleware
 from berth.server.schemas import BatchRequest, PredictRequest
 from berth.settings import Settings
 
@@ -51,7 +53,13 @@ def create_app(settings: Settings | None = None, dataplane: DataPlane | None = N
     app.include_router(admin.build_admin_router(dataplane))
     app.include_router(v2.build_router(dataplane, settings))
     app.include_router(v1.build_router(dataplane))
+    app.include_router(build_monitoring_router(dataplane))
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        ObservabilityMiddleware,
+        metrics=dataplane.monitor.metrics,
+        access_log_on=settings.access_log,
+    )
     if settings.cors_origins:  # outermost, so preflight answers never reach the routes
         app.add_middleware(
             CORSMiddleware,

@@ -1,0 +1,108 @@
+"""Pure ASGI middleware: request metrics, in-flight gauge, the encode stage and the access log."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from berth.monitoring.context import RequestRecord, current_request
+from berth.monitoring.metrics import Metrics
+from berth.server.middleware import request_id_of
+
+__all__ = ["ObservabilityMiddleware"]
+
+access_log = logging.getLogger("berth.access")
+
+QUIET_PATHS = frozenset({"/metrics", "/health", "/ready", "/dashboard/data"})
+"""Probes and scrapes: logged at debug level, so the access log shows traffic, not polling."""
+
+
+def _endpoint(scope: Scope) -> str:
+    """The route's path template (bounded cardinality), never the raw path."""
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    return path if isinstance(path, str) else "unmatched"
+
+
+class ObservabilityMiddleware:
+    """Counts and times every HTTP request by model, version, variant, endpoint and status class.
+
+    `variant` is the traffic-split arm that served the request (empty while there is no split)."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics, access_log_on: bool = True) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.access_log_on = access_log_on
+        self._series: dict[tuple[str, str, str, str, str], tuple[Any, Any]] = {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        record = RequestRecord()
+        token = current_request.set(record)
+        status = 500
+        first_byte = 0.0
+        metrics = self.metrics
+
+        async def send_observed(message: Message) -> None:
+            nonlocal status, first_byte
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                first_byte = time.perf_counter()
+                if record.predicted_at:
+                    metrics.stage_duration.labels(record.model, record.version, "encode").observe(
+                        first_byte - record.predicted_at
+                    )
+            await send(message)
+
+        metrics.in_flight.inc()
+        try:
+            await self.app(scope, receive, send_observed)
+        finally:
+            metrics.in_flight.dec()
+            current_request.reset(token)
+            seconds = (first_byte or time.perf_counter()) - started
+            status_class = f"{status // 100}xx"
+            labels = (record.model, record.version, record.variant, _endpoint(scope), status_class)
+            series = self._series.get(labels)
+            if series is None:  # resolved once per label set: `labels()` is the costly part
+                series = (
+                    metrics.requests.labels(*labels),
+                    metrics.request_duration.labels(*labels),
+                )
+                self._series[labels] = series
+            series[0].inc()
+            series[1].observe(seconds)
+            if self.access_log_on:
+                self._log(scope, record, status, seconds)
+
+    @staticmethod
+    def _log(scope: Scope, record: RequestRecord, status: int, seconds: float) -> None:
+        path = scope.get("path", "")
+        level = logging.DEBUG if path in QUIET_PATHS else logging.INFO
+        if not access_log.isEnabledFor(level):
+            return
+        access_log.log(
+            level,
+            "%s %s %s",
+            scope.get("method", ""),
+            path,
+            status,
+            extra={
+                "request_id": request_id_of(scope),
+                "method": scope.get("method", ""),
+                "path": path,
+                "endpoint": _endpoint(scope),
+                "status": status,
+                "latency_ms": round(seconds * 1000, 3),
+                "model": record.model or None,
+                "version": int(record.version) if record.version else None,
+                "variant": record.variant or None,
+                "client": (scope.get("client") or ("", 0))[0],
+            },
+        )
