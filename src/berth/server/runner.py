@@ -48,6 +48,11 @@ def run(settings: Settings) -> None:
 
         serve_alongside(app, settings, dataplane)
     _banner(settings, dataplane)
+    if settings.workers > 1:
+        from berth.server.workers import serve_workers
+
+        serve_workers(settings, dataplane, app)
+        return
     uvicorn.run(
         app,
         host=settings.host,
