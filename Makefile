@@ -9,7 +9,7 @@ PORT ?= 8000
 EXTRAS_SERVE := sklearn
 EXTRAS_TEST := test
 
-.PHONY: help venv serve test lint typecheck unit examples proto clean docs-config test-formats constraints
+.PHONY: help venv serve test lint typecheck unit examples proto clean docs-config test-formats constraints bench
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-22s %s\n", $$1, $$2}'
@@ -66,6 +66,10 @@ TORCH_SPEC ?= torch==2.13.0
 test-formats: $(VENV)/.test ## install torch ($(TORCH_SPEC)) and mlflow, run the model-format and source tests
 	$(BIN)/pip install -q "$(TORCH_SPEC)" "mlflow>=2.16" -c constraints.txt
 	$(BIN)/pytest -q tests/test_format_*.py tests/test_source_*.py tests/test_registry_s3.py tests/test_registry_gcs.py
+
+bench: $(VENV)/.serve ## benchmark Berth vs in-process limits, bare ASGI and peers (needs wrk; BENCH_SECONDS=2 for a quick run)
+	@command -v wrk >/dev/null || { echo "make bench needs wrk: apt-get install -y wrk"; exit 1; }
+	$(BIN)/python bench/run.py
 
 clean: ## remove the virtual environment and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build dist
