@@ -124,6 +124,10 @@ class Settings(BaseSettings):
     """Worker processes of `berth serve`, sharing one port. Models load once, before the workers
     are forked, so extra workers share the loaded models' memory pages."""
 
+    fast_path: bool = True
+    """Answer predict requests without FastAPI's router (same handler, same errors, much less
+    overhead per request). Turn off only to compare."""
+
     batching: bool = True
     """Merge concurrent requests for one model version into one `predict` call (adaptive
     batching). A lone request never waits: it runs at once when the model is idle."""

@@ -2,17 +2,21 @@
 
 Forking after loading (rather than uvicorn's own `workers=`, which spawns fresh interpreters that
 each load every model) lets the workers share the loaded models' memory pages copy-on-write and
-makes start-up as fast as one load. The parent only supervises: it restarts a worker that dies and
-passes SIGTERM/SIGINT on to all of them.
+makes start-up as fast as one load. Each worker accepts on its own SO_REUSEPORT socket, so the
+kernel spreads connections evenly (on one shared socket, the worker that wakes first takes a whole
+burst of connections). The parent only supervises: it restarts a worker that dies, on the same
+socket, and passes SIGTERM/SIGINT on to all of them.
 """
 
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import signal
 import socket
+import sys
 import time
 from types import FrameType
 
@@ -22,7 +26,7 @@ from berth.dataplane import DataPlane
 from berth.logs import configure_logging, drain
 from berth.settings import Settings
 
-__all__ = ["bind_socket", "serve_workers"]
+__all__ = ["bind_sockets", "serve_workers"]
 
 log = logging.getLogger("berth.server")
 
@@ -30,15 +34,23 @@ _RESTART_WINDOW_S = 10.0
 _MAX_QUICK_RESTARTS = 5
 
 
-def bind_socket(host: str, port: int) -> socket.socket:
-    """A listening TCP socket the forked workers inherit and all accept on."""
+def bind_sockets(host: str, port: int, count: int) -> list[socket.socket]:
+    """One listening socket per worker, all on one port (SO_REUSEPORT, so the kernel spreads new
+    connections evenly); where the system lacks it, one socket that all workers share."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    sock.listen(2048)
-    sock.set_inheritable(True)
-    return sock
+    reuse_port = sys.platform.startswith("linux") and hasattr(socket, "SO_REUSEPORT")
+    sockets: list[socket.socket] = []
+    for _ in range(count if reuse_port else 1):
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+        port = sock.getsockname()[1]  # port 0: the others join the port the first one got
+        sock.listen(2048)
+        sock.set_inheritable(True)
+        sockets.append(sock)
+    return sockets * count if len(sockets) == 1 else sockets
 
 
 def uvicorn_config(app: object, settings: Settings) -> uvicorn.Config:
@@ -58,16 +70,27 @@ def _worker(config: uvicorn.Config, sock: socket.socket, settings: Settings) -> 
     """Body of a forked worker: serve on the inherited socket, then exit without returning."""
     code = 1
     try:
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        # uvicorn re-raises the signal that stopped it once it has shut down; with the default
+        # action that would kill the worker before its last log records are written.
+        signal.signal(signal.SIGINT, _stop)
+        signal.signal(signal.SIGTERM, _stop)
         configure_logging(settings)
         log.info("worker started", extra={"pid": os.getpid()})
         server = uvicorn.Server(config)
-        server.run(sockets=[sock])
+        with contextlib.suppress(_Stopped):
+            server.run(sockets=[sock])
         code = 0 if server.started else 3
     finally:
         drain()
         os._exit(code)
+
+
+class _Stopped(Exception):
+    """Raised in a worker by SIGTERM or SIGINT outside uvicorn's own handling."""
+
+
+def _stop(signum: int, frame: FrameType | None) -> None:
+    raise _Stopped
 
 
 def serve_workers(settings: Settings, dataplane: DataPlane, app: object) -> None:
@@ -79,17 +102,18 @@ def serve_workers(settings: Settings, dataplane: DataPlane, app: object) -> None
         extra={"workers": settings.workers, "load_s": round(time.perf_counter() - started, 3)},
     )
     config = uvicorn_config(app, settings)
-    sock = bind_socket(settings.host, settings.port)
-    workers: dict[int, float] = {}
+    sockets = bind_sockets(settings.host, settings.port, settings.workers)
+    workers: dict[int, tuple[int, float]] = {}  # pid -> (slot, started)
     stopping = False
 
-    def fork() -> None:
+    def fork(slot: int) -> None:
         drain()  # no writer thread may hold a lock across fork
+        gc.freeze()  # keep the loaded models' pages shared: the collector won't write to them
         pid = os.fork()
         if pid == 0:
-            _worker(config, sock, settings)
+            _worker(config, sockets[slot], settings)
         configure_logging(settings)
-        workers[pid] = time.monotonic()
+        workers[pid] = (slot, time.monotonic())
 
     def stop(signum: int, frame: FrameType | None) -> None:
         nonlocal stopping
@@ -100,17 +124,18 @@ def serve_workers(settings: Settings, dataplane: DataPlane, app: object) -> None
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    for _ in range(settings.workers):
-        fork()
+    for slot in range(settings.workers):
+        fork(slot)
     quick_restarts = 0
     while workers:
         try:
             pid, status = os.wait()
         except ChildProcessError:
             break
-        born = workers.pop(pid, None)
-        if born is None or stopping:
+        worker = workers.pop(pid, None)
+        if worker is None or stopping:
             continue
+        slot, born = worker
         code = os.waitstatus_to_exitcode(status)
         quick_restarts = quick_restarts + 1 if time.monotonic() - born < _RESTART_WINDOW_S else 0
         if quick_restarts > _MAX_QUICK_RESTARTS:
@@ -118,5 +143,6 @@ def serve_workers(settings: Settings, dataplane: DataPlane, app: object) -> None
             stop(signal.SIGTERM, None)
             continue
         log.warning("worker exited; starting another", extra={"pid": pid, "exit_code": code})
-        fork()
-    sock.close()
+        fork(slot)  # on the same socket: connections queued there are not lost
+    for sock in set(sockets):
+        sock.close()
