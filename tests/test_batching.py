@@ -294,3 +294,50 @@ def test_overrides_parse_from_the_environment(monkeypatch: pytest.MonkeyPatch) -
         max_rows=8, max_wait_s=0.002, queue_rows=4096, max_concurrent=1
     )
     assert batch_policy(settings, "other") is None
+
+
+def test_a_burst_arriving_together_goes_out_as_one_batch(executor: ThreadPoolExecutor) -> None:
+    model = GatedSum()
+    batcher = Batcher(model, executor, BatchPolicy(max_rows=100, max_wait_s=30.0))
+
+    async def body() -> list[Outputs]:
+        return await asyncio.wait_for(
+            asyncio.gather(*(batcher.submit(rows(1, float(i))) for i in range(5))), timeout=10
+        )
+
+    results = run(body)
+    assert model.sizes == [5]  # nobody waited for the 30 s deadline
+    assert [r.values.tolist() for r in results if r.values is not None] == [
+        [0.0],
+        [2.0],
+        [4.0],
+        [6.0],
+        [8.0],
+    ]
+
+
+@pytest.mark.parametrize(("inline_max_s", "inline"), [(1.0, True), (0.0, False)])
+def test_lone_rows_of_a_fast_model_skip_the_thread_pool(
+    executor: ThreadPoolExecutor, inline_max_s: float, inline: bool
+) -> None:
+    threads: list[str] = []
+
+    def predict(batch: Any) -> Outputs:
+        threads.append(threading.current_thread().name)
+        return Outputs(values=np.asarray(batch, dtype=np.float64).sum(axis=1))
+
+    batcher = Batcher(predict, executor, BatchPolicy(inline_max_s=inline_max_s))
+
+    async def body() -> list[float]:
+        values = []
+        for i in range(3):
+            out = await asyncio.wait_for(batcher.submit(rows(1, float(i))), timeout=10)
+            assert out.values is not None
+            values.extend(out.values.tolist())
+        return values
+
+    assert run(body) == [0.0, 2.0, 4.0]
+    main = threading.main_thread().name
+    # The first call measures the model in the pool; later lone calls may stay on the loop.
+    assert threads[0] != main
+    assert all((name == main) == inline for name in threads[1:])

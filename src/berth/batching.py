@@ -44,6 +44,7 @@ class BatchPolicy:
     max_wait_s: float = 0.002
     queue_rows: int = 4096
     max_concurrent: int = 1
+    inline_max_s: float = 0.001
 
 
 def batch_policy(settings: Settings, model: str) -> BatchPolicy | None:
@@ -63,6 +64,7 @@ def batch_policy(settings: Settings, model: str) -> BatchPolicy | None:
         max_wait_s=max_wait_ms / 1000,
         queue_rows=(override and override.queue_rows) or settings.batch_queue_rows,
         max_concurrent=(override and override.concurrency) or settings.batch_concurrency,
+        inline_max_s=settings.batch_inline_max_ms / 1000,
     )
 
 
@@ -127,6 +129,7 @@ class Batcher:
         self._queued_rows = 0
         self._in_flight = 0
         self._timer: asyncio.TimerHandle | None = None
+        self._one_row_s: float | None = None  # running estimate of a 1-row predict
 
     @property
     def queued_rows(self) -> int:
@@ -149,12 +152,15 @@ class Batcher:
         lone = not self._queue and self._in_flight == 0
         self._queue.append(item)
         self._queued_rows += rows
-        self._schedule(now=lone)
+        if lone:  # after the requests already parsed in this loop turn have queued too
+            loop.call_soon(self._schedule, True)
+        else:
+            self._schedule()
         return await item.future
 
     # -- dispatch ---------------------------------------------------------------------------
 
-    def _schedule(self, *, now: bool = False) -> None:
+    def _schedule(self, now: bool = False) -> None:
         """Send out as many batches as the policy allows now; set a timer for the rest."""
         self._drop_cancelled_head()
         while self._queue and self._in_flight < self.policy.max_concurrent:
@@ -215,29 +221,64 @@ class Batcher:
         stats.total_wait_s += sum(waits)
         if self.observer is not None:
             self.observer(rows, len(items), waits)
+        merged = items[0].batch if len(items) == 1 else merge_batches([i.batch for i in items])
+        if self._runs_inline(rows):
+            try:
+                outputs = self._timed_predict(merged)
+            except Exception as error:
+                self._finish(items, None, error)
+            else:
+                self._finish(items, outputs, None)
+            return
         self._in_flight += 1
         loop = asyncio.get_running_loop()
-        merged = items[0].batch if len(items) == 1 else merge_batches([i.batch for i in items])
-        task = loop.run_in_executor(self.executor, self.predict, merged)
-        task.add_done_callback(lambda done: self._finish(items, done))
+        task = loop.run_in_executor(self.executor, self._timed_predict, merged)
+        task.add_done_callback(lambda done: self._finished_in_thread(items, done))
 
-    def _finish(self, items: list[_Pending], done: asyncio.Future[Outputs]) -> None:
+    def _runs_inline(self, rows: int) -> bool:
+        """A lone one-row request for a model faster than a thread hand-off costs runs right here
+        (the hand-off is most of its latency); everything else runs in the thread pool."""
+        return (
+            rows == 1
+            and self._in_flight == 0
+            and not self._queue
+            and self._one_row_s is not None
+            and self._one_row_s <= self.policy.inline_max_s
+        )
+
+    def _timed_predict(self, batch: Batch) -> Outputs:
+        started = time.perf_counter()
+        outputs = self.predict(batch)
+        if len(batch) == 1:
+            took = time.perf_counter() - started
+            last = self._one_row_s
+            self._one_row_s = took if last is None else 0.8 * last + 0.2 * took
+        return outputs
+
+    def _finished_in_thread(self, items: list[_Pending], done: asyncio.Future[Outputs]) -> None:
         self._in_flight -= 1
-        try:
-            outputs = done.result()
-            parts = (
-                [outputs] if len(items) == 1 else split_outputs(outputs, [i.rows for i in items])
-            )
-        except Exception as error:
+        error = done.exception()
+        self._finish(items, None if error else done.result(), error)
+        self._schedule()
+
+    def _finish(
+        self, items: list[_Pending], outputs: Outputs | None, error: BaseException | None
+    ) -> None:
+        if outputs is not None:
+            try:
+                sizes = [i.rows for i in items]
+                parts = [outputs] if len(items) == 1 else split_outputs(outputs, sizes)
+            except Exception as exc:
+                error = exc
+        if error is not None or outputs is None:
             self.stats.failed_batches += 1
             for item in items:
                 if not item.future.done():
-                    item.future.set_exception(error)
-        else:
-            for item, part in zip(items, parts, strict=True):
-                if not item.future.done():
-                    item.future.set_result(part)
-        self._schedule()
+                    item.future.set_exception(error or RuntimeError("no outputs"))
+            return
+        for item, part in zip(items, parts, strict=True):
+            if not item.future.done():
+                item.future.set_result(part)
 
 
 def merge_batches(batches: Sequence[Batch]) -> Batch:

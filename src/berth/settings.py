@@ -146,6 +146,10 @@ class Settings(BaseSettings):
     batch_concurrency: int = Field(default=1, ge=1)
     """Batches of one model version computing at the same time (per worker process)."""
 
+    batch_inline_max_ms: float = Field(default=1.0, ge=0)
+    """A lone one-row request runs on the event loop itself, skipping the thread hand-off, when
+    the model's one-row predict takes at most this long (0: always use the thread pool)."""
+
     batch_models: dict[str, BatchOverride] = Field(default_factory=dict)
     """Per-model batching overrides, by model name, e.g.
     `{"tabular": {"max_rows": 64, "max_wait_ms": 5}, "intent": {"enabled": false}}` (JSON in
