@@ -104,7 +104,8 @@ def sklearn_pins() -> list[str]:
 PEER_PACKAGES = {
     "fastapi": ["fastapi", "uvicorn[standard]"],
     "flask": ["flask", "gunicorn"],
-    "mlserver": ["mlserver", "mlserver-sklearn"],
+    # MLServer 1.7 calls asyncio.get_event_loop() in its workers, which uvloop 0.22+ refuses.
+    "mlserver": ["mlserver", "mlserver-sklearn", "uvloop<0.22"],
 }
 
 
