@@ -9,7 +9,7 @@ PORT ?= 8000
 EXTRAS_SERVE := sklearn
 EXTRAS_TEST := test
 
-.PHONY: help venv serve test lint typecheck unit examples proto clean docs-config test-formats constraints monitoring-check
+.PHONY: help venv serve test lint typecheck unit examples proto clean docs-config test-formats constraints monitoring-check bench
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-22s %s\n", $$1, $$2}'
@@ -70,6 +70,10 @@ test-formats: $(VENV)/.test ## install torch ($(TORCH_SPEC)) and mlflow, run the
 monitoring-check: ## promtool check/test of deploy/monitoring (needs Debian's prometheus package)
 	cd deploy/monitoring && promtool check config prometheus.yml && promtool check rules alerts.yml \
 		&& promtool test rules tests/alerts_test.yml
+
+bench: $(VENV)/.serve ## benchmark Berth vs in-process limits, bare ASGI and peers (needs wrk; BENCH_SECONDS=2 for a quick run)
+	@command -v wrk >/dev/null || { echo "make bench needs wrk: apt-get install -y wrk"; exit 1; }
+	$(BIN)/python bench/run.py
 
 clean: ## remove the virtual environment and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build dist

@@ -11,15 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
 
+from berth.batching import Batcher, batch_policy
 from berth.errors import (
     BerthError,
     InvalidInput,
@@ -52,6 +55,9 @@ class LoadedModel:
     model: Model
     codec: InputCodec
     in_flight: int = 0
+    batcher: Batcher | None = None
+    """Created on first use (in the serving process's event loop); None when not batching."""
+    batching_decided: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +140,10 @@ class DataPlane:
         self._background: set[asyncio.Task[Any]] = set()
         self._canary_seen: dict[str, int] = {}
         self.unloaded: set[str] = set()
+        self.on_batch: Callable[[ModelCard, int, int, Sequence[float]], None] | None = (
+            self._observe_batch
+        )
+        """Called for every merged batch with (card, rows, requests, queue waits in seconds)."""
         self.ready = False
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -151,13 +161,48 @@ class DataPlane:
         if self.settings.refresh_interval_s > 0:
             self._spawn(self._watch())
 
+    def preload(self) -> None:
+        """Load every version `start()` will serve, in the calling thread, before any event loop
+        or thread exists (so that worker processes forked afterwards share the loaded models)."""
+        for name in self.served:
+            primary, _, targets = self._desired(name)
+            for version in sorted({primary, *targets.values()}):
+                if (name, version) not in self._loaded:
+                    self._loaded[(name, version)] = self.load_now(name, version)
+
     async def stop(self) -> None:
         self.ready = False
         for task in list(self._background):
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
         self._executor.shutdown(wait=True, cancel_futures=False)
+        for entry in self._loaded.values():
+            if entry.batcher is not None and entry.batcher.stats.batches:
+                log.info(
+                    "batching stats",
+                    extra={"model": entry.card.name, "version": entry.card.version}
+                    | {"pid": os.getpid()}
+                    | entry.batcher.stats.as_dict(),
+                )
         await self.monitor.stop()
+
+    def _observe_batch(
+        self, card: ModelCard, rows: int, requests: int, waits: Sequence[float]
+    ) -> None:
+        """Batch size and queue waits into their histograms (called from the predict threads)."""
+        metrics, version = self.monitor.metrics, str(card.version)
+        metrics.batch_size.labels(card.name, version).observe(rows)
+        queue_wait = metrics.batch_queue_wait.labels(card.name, version)
+        for wait in waits:
+            queue_wait.observe(wait)
+
+    def batch_stats(self) -> dict[str, dict[str, float]]:
+        """Batching totals per loaded version (`name@version`), for logs and metrics."""
+        return {
+            entry.card.ref: entry.batcher.stats.as_dict()
+            for entry in self._loaded.values()
+            if entry.batcher is not None
+        }
 
     def _spawn(self, coroutine: Any) -> None:
         task = asyncio.get_running_loop().create_task(coroutine)
@@ -265,9 +310,30 @@ class DataPlane:
         variant, entry = traffic.pick(key)
         return variant, entry, body
 
+    def _batcher(self, entry: LoadedModel) -> Batcher | None:
+        if entry.batching_decided:
+            return entry.batcher
+        entry.batching_decided = True
+        policy = batch_policy(self.settings, entry.card.name)
+        batcher = None
+        if policy is not None:
+            batcher = Batcher(entry.model.predict, self._executor, policy)
+            card = entry.card
+
+            def observe(rows: int, requests: int, waits: Sequence[float]) -> None:
+                if self.on_batch is not None:
+                    self.on_batch(card, rows, requests, waits)
+
+            batcher.observer = observe
+        entry.batcher = batcher
+        return batcher
+
     async def _run(self, entry: LoadedModel, batch: Batch, request_id: str) -> Outputs:
-        loop = asyncio.get_running_loop()
+        batcher = self._batcher(entry)
         try:
+            if batcher is not None:
+                return await batcher.submit(batch)
+            loop = asyncio.get_running_loop()
             return await loop.run_in_executor(self._executor, entry.model.predict, batch)
         except BerthError:
             raise

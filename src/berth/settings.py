@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-__all__ = ["Settings", "settings_reference"]
+__all__ = ["BatchOverride", "Settings", "settings_reference"]
 
 
 def _split_csv(value: Any) -> Any:
@@ -18,6 +18,18 @@ def _split_csv(value: Any) -> Any:
 
 
 CsvList = Annotated[list[str], NoDecode, BeforeValidator(_split_csv)]
+
+
+class BatchOverride(BaseModel):
+    """Per-model batching settings; a field left out keeps the global `batch_*` value."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool | None = None
+    max_rows: int | None = Field(default=None, ge=1)
+    max_wait_ms: float | None = Field(default=None, ge=0)
+    queue_rows: int | None = Field(default=None, ge=1)
+    concurrency: int | None = Field(default=None, ge=1)
 
 
 class Settings(BaseSettings):
@@ -107,6 +119,41 @@ class Settings(BaseSettings):
 
     torch_threads: int = Field(default=0, ge=0)
     """Threads PyTorch uses for intra-op parallelism on the CPU (0: its default)."""
+
+    workers: int = Field(default=1, ge=1)
+    """Worker processes of `berth serve`, sharing one port. Models load once, before the workers
+    are forked, so extra workers share the loaded models' memory pages."""
+
+    fast_path: bool = True
+    """Answer predict requests without FastAPI's router (same handler, same errors, much less
+    overhead per request). Turn off only to compare."""
+
+    batching: bool = True
+    """Merge concurrent requests for one model version into one `predict` call (adaptive
+    batching). A lone request never waits: it runs at once when the model is idle."""
+
+    batch_max_rows: int = Field(default=256, ge=1)
+    """Most rows in one merged batch (rows are counted, not requests; a single larger request
+    still runs, alone)."""
+
+    batch_max_wait_ms: float = Field(default=2.0, ge=0)
+    """Longest a request waits for others to join its batch, counted from the arrival of the
+    batch's first request. Applies only while the model is busy or other requests are queued."""
+
+    batch_queue_rows: int = Field(default=4096, ge=1)
+    """Most rows waiting per model version; beyond it requests get 503 with Retry-After."""
+
+    batch_concurrency: int = Field(default=1, ge=1)
+    """Batches of one model version computing at the same time (per worker process)."""
+
+    batch_inline_max_ms: float = Field(default=1.0, ge=0)
+    """A lone one-row request runs on the event loop itself, skipping the thread hand-off, when
+    the model's one-row predict takes at most this long (0: always use the thread pool)."""
+
+    batch_models: dict[str, BatchOverride] = Field(default_factory=dict)
+    """Per-model batching overrides, by model name, e.g.
+    `{"tabular": {"max_rows": 64, "max_wait_ms": 5}, "intent": {"enabled": false}}` (JSON in
+    `BERTH_BATCH_MODELS`)."""
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     """Minimum level of log records."""

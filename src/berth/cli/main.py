@@ -58,6 +58,9 @@ cli.add_command(drift)
 @click.option(
     "--default-model", default=None, help="Model answered by /predict when several are served."
 )
+@click.option(
+    "--workers", type=click.IntRange(min=1), default=None, help="Worker processes (default 1)."
+)
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default=None)
 @click.option("--log-format", type=click.Choice(["json", "text"]), default=None)
 @click.pass_obj

@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.routing import APIRoute
 from starlette.middleware.cors import CORSMiddleware
 
 from berth import __version__, logs
@@ -14,6 +15,7 @@ from berth.dataplane import DataPlane
 from berth.registry import Registry
 from berth.server import admin, rest, v1, v2
 from berth.server.errors import install_error_handlers
+from berth.server.fastpath import PredictFastPath
 from berth.server.middleware import RequestContextMiddleware
 from berth.server.observability import build_monitoring_router
 from berth.server.observe import ObservabilityMiddleware
@@ -54,6 +56,9 @@ def create_app(settings: Settings | None = None, dataplane: DataPlane | None = N
     app.include_router(v2.build_router(dataplane, settings))
     app.include_router(v1.build_router(dataplane))
     app.include_router(build_monitoring_router(dataplane))
+    if settings.fast_path:  # innermost: every middleware added below still runs first
+        routes = {r.path: r for r in app.router.routes if isinstance(r, APIRoute)}
+        app.add_middleware(PredictFastPath, dataplane=dataplane, routes=routes)
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(
         ObservabilityMiddleware,

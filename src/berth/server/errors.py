@@ -13,7 +13,7 @@ from berth.errors import BerthError, Unavailable
 from berth.server.encoding import json_response
 from berth.server.middleware import request_id_of
 
-__all__ = ["error_response", "install_error_handlers"]
+__all__ = ["berth_error_response", "error_response", "install_error_handlers"]
 
 log = logging.getLogger("berth.server")
 
@@ -27,14 +27,17 @@ def error_response(
     return json_response({"error": message, "code": code}, status=status, headers=headers)
 
 
-async def _berth_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, BerthError)
+def berth_error_response(exc: BerthError, request_id: str) -> Response:
+    """The response to a BerthError (5xx other than 503 are logged first)."""
     if exc.status_code >= 500 and not isinstance(exc, Unavailable):
-        log.error(
-            "%s: %s", exc.code, exc.message, extra={"request_id": request_id_of(request.scope)}
-        )
+        log.error("%s: %s", exc.code, exc.message, extra={"request_id": request_id})
     retry = exc.retry_after_s if isinstance(exc, Unavailable) else None
     return error_response(exc.status_code, exc.message, exc.code, retry)
+
+
+async def _berth_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, BerthError)
+    return berth_error_response(exc, request_id_of(request.scope))
 
 
 async def _validation_error(request: Request, exc: Exception) -> Response:

@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request
+from starlette.datastructures import Headers
 from starlette.responses import Response
+from starlette.types import Scope
 
 from berth.dataplane import DataPlane
 from berth.server.encoding import json_response, parse_json, prediction_rows
@@ -23,7 +25,7 @@ from berth.server.schemas import (
     request_examples,
 )
 
-__all__ = ["build_router"]
+__all__ = ["build_router", "predict_response"]
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorBody, "description": text}
@@ -52,6 +54,35 @@ def _body(schema: type, examples: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+async def predict_response(
+    dataplane: DataPlane,
+    body: bytes,
+    scope: Scope,
+    name: str | None,
+    version: str | None,
+    many: bool,
+) -> Response:
+    """The answer to a predict request (the routes below and the fast path share it)."""
+    request_id = request_id_of(scope)
+    given = Headers(scope=scope)
+    prediction = await dataplane.predict(
+        name,
+        version or given.get("x-berth-version") or None,
+        parse_json(body),
+        many=many,
+        request_id=request_id,
+        key=given.get("x-berth-key"),
+    )
+    rows = prediction_rows(prediction)
+    card = prediction.card
+    head = {"model": card.name, "version": card.version, "request_id": request_id}
+    headers = {"X-Berth-Version": str(card.version)}
+    if prediction.variant is not None:
+        headers["X-Berth-Variant"] = prediction.variant
+    payload = {**head, "predictions": rows} if many else {**head, **rows[0]}
+    return json_response(payload, headers=headers)
+
+
 def build_router(dataplane: DataPlane) -> APIRouter:
     """All routes of the simple JSON API, bound to one data plane."""
     router = APIRouter()
@@ -61,24 +92,8 @@ def build_router(dataplane: DataPlane) -> APIRouter:
     async def predict(
         request: Request, name: str | None, version: str | None, many: bool
     ) -> Response:
-        body = parse_json(await request.body())
-        request_id = request_id_of(request.scope)
-        prediction = await dataplane.predict(
-            name,
-            version or request.headers.get("x-berth-version") or None,
-            body,
-            many=many,
-            request_id=request_id,
-            key=request.headers.get("x-berth-key"),
-        )
-        rows = prediction_rows(prediction)
-        card = prediction.card
-        head = {"model": card.name, "version": card.version, "request_id": request_id}
-        headers = {"X-Berth-Version": str(card.version)}
-        if prediction.variant is not None:
-            headers["X-Berth-Variant"] = prediction.variant
-        payload = {**head, "predictions": rows} if many else {**head, **rows[0]}
-        return json_response(payload, headers=headers)
+        body = await request.body()
+        return await predict_response(dataplane, body, request.scope, name, version, many)
 
     def info(name: str | None, version: str | None) -> Response:
         card = dataplane.card(name, version)

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
+from pathlib import Path
+
 import uvicorn
 from rich.console import Console
 
 from berth.dataplane import DataPlane
 from berth.logs import configure_logging
+from berth.monitoring.metrics import MULTIPROC_ENV, prepare_multiprocess_dir
 from berth.registry import Registry
 from berth.server.app import create_app
 from berth.settings import Settings
@@ -41,6 +46,11 @@ def _banner(settings: Settings, dataplane: DataPlane) -> None:
 def run(settings: Settings) -> None:
     """Serve the configured models until interrupted."""
     configure_logging(settings)
+    if settings.workers > 1:  # before any metric exists: every worker writes to the shared folder
+        shared = (
+            os.environ.get(MULTIPROC_ENV) or f"{tempfile.gettempdir()}/berth-metrics-{os.getpid()}"
+        )
+        prepare_multiprocess_dir(Path(shared))
     dataplane = DataPlane(Registry.from_settings(settings), settings)
     app = create_app(settings, dataplane)
     if settings.grpc_port:
@@ -48,6 +58,11 @@ def run(settings: Settings) -> None:
 
         serve_alongside(app, settings, dataplane)
     _banner(settings, dataplane)
+    if settings.workers > 1:
+        from berth.server.workers import serve_workers
+
+        serve_workers(settings, dataplane, app)
+        return
     uvicorn.run(
         app,
         host=settings.host,

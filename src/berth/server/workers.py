@@ -1,0 +1,150 @@
+"""`berth serve --workers N`: load the models once, then fork N uvicorn workers onto one socket.
+
+Forking after loading (rather than uvicorn's own `workers=`, which spawns fresh interpreters that
+each load every model) lets the workers share the loaded models' memory pages copy-on-write and
+makes start-up as fast as one load. Each worker accepts on its own SO_REUSEPORT socket, so the
+kernel spreads connections evenly (on one shared socket, the worker that wakes first takes a whole
+burst of connections). The parent only supervises: it restarts a worker that dies, on the same
+socket, and passes SIGTERM/SIGINT on to all of them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from types import FrameType
+
+import uvicorn
+
+from berth.dataplane import DataPlane
+from berth.logs import configure_logging, drain
+from berth.monitoring.metrics import mark_worker_dead
+from berth.settings import Settings
+
+__all__ = ["bind_sockets", "serve_workers"]
+
+log = logging.getLogger("berth.server")
+
+_RESTART_WINDOW_S = 10.0
+_MAX_QUICK_RESTARTS = 5
+
+
+def bind_sockets(host: str, port: int, count: int) -> list[socket.socket]:
+    """One listening socket per worker, all on one port (SO_REUSEPORT, so the kernel spreads new
+    connections evenly); where the system lacks it, one socket that all workers share."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    reuse_port = sys.platform.startswith("linux") and hasattr(socket, "SO_REUSEPORT")
+    sockets: list[socket.socket] = []
+    for _ in range(count if reuse_port else 1):
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+        port = sock.getsockname()[1]  # port 0: the others join the port the first one got
+        sock.listen(2048)
+        sock.set_inheritable(True)
+        sockets.append(sock)
+    return sockets * count if len(sockets) == 1 else sockets
+
+
+def uvicorn_config(app: object, settings: Settings) -> uvicorn.Config:
+    """The one uvicorn configuration (uvloop and httptools are picked up when installed)."""
+    return uvicorn.Config(
+        app,  # type: ignore[arg-type]
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=30,
+    )
+
+
+def _worker(config: uvicorn.Config, sock: socket.socket, settings: Settings) -> None:
+    """Body of a forked worker: serve on the inherited socket, then exit without returning."""
+    code = 1
+    try:
+        # uvicorn re-raises the signal that stopped it once it has shut down; with the default
+        # action that would kill the worker before its last log records are written.
+        signal.signal(signal.SIGINT, _stop)
+        signal.signal(signal.SIGTERM, _stop)
+        configure_logging(settings)
+        log.info("worker started", extra={"pid": os.getpid()})
+        server = uvicorn.Server(config)
+        with contextlib.suppress(_Stopped):
+            server.run(sockets=[sock])
+        code = 0 if server.started else 3
+    finally:
+        drain()
+        os._exit(code)
+
+
+class _Stopped(Exception):
+    """Raised in a worker by SIGTERM or SIGINT outside uvicorn's own handling."""
+
+
+def _stop(signum: int, frame: FrameType | None) -> None:
+    raise _Stopped
+
+
+def serve_workers(settings: Settings, dataplane: DataPlane, app: object) -> None:
+    """Load every served model in this process, fork `settings.workers` workers, supervise them."""
+    started = time.perf_counter()
+    dataplane.preload()
+    log.info(
+        "models loaded before forking",
+        extra={"workers": settings.workers, "load_s": round(time.perf_counter() - started, 3)},
+    )
+    config = uvicorn_config(app, settings)
+    sockets = bind_sockets(settings.host, settings.port, settings.workers)
+    workers: dict[int, tuple[int, float]] = {}  # pid -> (slot, started)
+    stopping = False
+
+    def fork(slot: int) -> None:
+        drain()  # no writer thread may hold a lock across fork
+        gc.freeze()  # keep the loaded models' pages shared: the collector won't write to them
+        pid = os.fork()
+        if pid == 0:
+            _worker(config, sockets[slot], settings)
+        configure_logging(settings)
+        workers[pid] = (slot, time.monotonic())
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+        for pid in workers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    for slot in range(settings.workers):
+        fork(slot)
+    quick_restarts = 0
+    while workers:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            break
+        worker = workers.pop(pid, None)
+        mark_worker_dead(pid)
+        if worker is None or stopping:
+            continue
+        slot, born = worker
+        code = os.waitstatus_to_exitcode(status)
+        quick_restarts = quick_restarts + 1 if time.monotonic() - born < _RESTART_WINDOW_S else 0
+        if quick_restarts > _MAX_QUICK_RESTARTS:
+            log.error("workers keep exiting at start; stopping", extra={"exit_code": code})
+            stop(signal.SIGTERM, None)
+            continue
+        log.warning("worker exited; starting another", extra={"pid": pid, "exit_code": code})
+        fork(slot)  # on the same socket: connections queued there are not lost
+    for sock in set(sockets):
+        sock.close()
