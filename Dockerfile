@@ -29,6 +29,7 @@ RUN python3 -m venv /opt/berth \
 
 FROM ${BASE_IMAGE} AS runtime
 ARG MODELS=deploy/docker/empty
+ARG SERVE_MODELS=""
 LABEL org.opencontainers.image.title="Berth" \
       org.opencontainers.image.description="From a trained model file to a fast, safe, observable production API." \
       org.opencontainers.image.licenses="Apache-2.0"
@@ -42,6 +43,7 @@ ENV PATH=/opt/berth/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     HOME=/tmp \
     BERTH_REGISTRY=/models \
+    BERTH_MODELS=${SERVE_MODELS} \
     BERTH_HOST=0.0.0.0 \
     BERTH_PORT=8000
 USER 10001:10001

@@ -10,6 +10,7 @@ import click
 import orjson
 
 from berth import __version__
+from berth.cli.build import build
 from berth.cli.common import BerthGroup, CliState, console, print_json
 from berth.cli.examples import examples
 from berth.cli.models import models
@@ -39,6 +40,7 @@ def cli(ctx: click.Context, registry: str | None) -> None:
 cli.add_command(models)
 cli.add_command(examples)
 cli.add_command(routes)
+cli.add_command(build)
 
 
 @cli.command()
