@@ -78,3 +78,12 @@ docs-config: $(VENV)/.serve ## regenerate the settings table in docs/configurati
 constraints: $(VENV)/.test ## re-pin constraints.txt from the test environment after changing dependencies
 	{ sed -n '1,3p' constraints.txt; $(BIN)/pip freeze --exclude-editable | grep -viE '^(torch|nvidia|triton==)'; } > constraints.new
 	mv constraints.new constraints.txt
+
+# --- deployment (issue 8): slow checks, separate from `make test` -------------------------------
+.PHONY: docker-build docker-test
+
+docker-build: $(VENV)/.serve ## build an image serving every production model of ./registry (TAG=berth:latest)
+	PATH=/usr/bin:$$PATH $(BIN)/berth build --tag $(or $(TAG),berth:latest) $(if $(BASE_IMAGE),--base-image $(BASE_IMAGE))
+
+docker-test: $(VENV)/.serve ## build the image offline and check a running container (needs root or a Docker engine)
+	$(BIN)/python scripts/docker_test.py
