@@ -87,3 +87,7 @@ docker-build: $(VENV)/.serve ## build an image serving every production model of
 
 docker-test: $(VENV)/.serve ## build the image offline and check a running container (needs root or a Docker engine)
 	$(BIN)/python scripts/docker_test.py
+
+.PHONY: k8s-test
+k8s-test: ## lint and render the Helm chart, validate every manifest offline, refuse bad values
+	scripts/k8s-test.sh
