@@ -8,6 +8,8 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 EXTRAS_SERVE := sklearn
 EXTRAS_TEST := test
+# `docker compose` (v2) where it exists, else docker-compose (v1.29+).
+COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
 
 .PHONY: help venv serve test lint typecheck unit examples proto clean docs-config test-formats constraints
 
@@ -91,3 +93,14 @@ docker-test: $(VENV)/.serve ## build the image offline and check a running conta
 .PHONY: k8s-test
 k8s-test: ## lint and render the Helm chart, validate every manifest offline, refuse bad values
 	scripts/k8s-test.sh
+
+.PHONY: compose-test run-docker-services stop-docker-services
+compose-test: $(VENV)/.serve ## bring up Berth and Prometheus with docker-compose.yml; Prometheus must scrape Berth
+	$(BIN)/python scripts/compose_test.py
+
+run-docker-services: ## start Berth, Prometheus, Grafana and PostgreSQL (docker compose; ./registry is served)
+	$(COMPOSE) up -d --build
+	@echo "Berth http://127.0.0.1:8000/docs  Prometheus http://127.0.0.1:9090  Grafana http://127.0.0.1:3000"
+
+stop-docker-services: ## stop the compose stack (volumes are kept; `docker compose down -v` removes them)
+	$(COMPOSE) down
