@@ -109,9 +109,11 @@ def wait_for_scrape(prometheus: str, berth: str, timeout: float = 60) -> None:
         targets = get_json(f"{prometheus}/api/v1/targets")["data"]["activeTargets"]  # type: ignore[index]
         target = next((t for t in targets if t["labels"]["job"] == "berth"), {})
         scraped = target and not target["lastScrape"].startswith("0001-")
-        if scraped and (target["health"] == "up" or not has_metrics):
-            if not has_metrics or query(prometheus, 'count({__name__=~"berth_.+"})'):
-                break
+        if scraped and (
+            not has_metrics
+            or (target["health"] == "up" and query(prometheus, 'count({__name__=~"berth_.+"})'))
+        ):
+            break
         time.sleep(1)
     check(bool(target), f"Prometheus has the berth target ({target.get('scrapeUrl')})")
     if has_metrics:
@@ -153,7 +155,9 @@ def main() -> None:
     compose = ["docker-compose", "-p", PROJECT, "--project-directory", ".", "-f", str(merged)]
     step("docker-compose build berth prometheus", [*compose, "build", "berth", "prometheus"], env)
     try:
-        step("docker-compose up berth prometheus", [*compose, "up", "-d", "berth", "prometheus"], env)
+        step(
+            "docker-compose up berth prometheus", [*compose, "up", "-d", "berth", "prometheus"], env
+        )
         prometheus = f"http://127.0.0.1:{prometheus_port}"
         scrape_started = time.monotonic()
         wait_for_scrape(prometheus, f"http://127.0.0.1:{berth_port}")

@@ -103,11 +103,79 @@ def build(base_image: str) -> None:
     check(size_mb < SIZE_BUDGET_MB, f"image is {size_mb:.0f} MB (budget {SIZE_BUDGET_MB:.0f} MB)")
 
 
+def check_api(url: str) -> None:
+    """Readiness, predictions of both baked-in models, a refused input, /metrics if routed."""
+    status, body = http("GET", f"{url}/ready")
+    loaded = {m["name"] for m in json.loads(body)["models"] if m["loaded"]}
+    check(loaded == {"intent", "tabular"}, f"both baked-in models loaded ({sorted(loaded)})")
+
+    status, body = http(
+        "POST", f"{url}/models/intent/predict", {"text": "I want to cancel my subscription"}
+    )
+    answer = json.loads(body)
+    check(
+        status == 200 and answer.get("prediction") == "complaint",
+        f"intent predicts complaint ({status}, {answer.get('prediction')})",
+    )
+    card = json.loads((WORK / "registry/tabular/1/model.json").read_text())
+    status, body = http("POST", f"{url}/models/tabular/predict", card["input_example"])
+    check(
+        status == 200 and "probabilities" in json.loads(body),
+        f"tabular answers with probabilities ({status})",
+    )
+    status, _ = http("POST", f"{url}/models/tabular/predict", {"features": [1.0]})
+    check(status == 422, f"a wrong input size is refused with 422 ({status})")
+
+    paths = json.loads(http("GET", f"{url}/openapi.json")[1])["paths"]
+    if "/metrics" in paths:
+        status, body = http("GET", f"{url}/metrics")
+        check(
+            status == 200 and b"# TYPE" in body,
+            f"/metrics answers Prometheus text ({status}, {len(body)} bytes)",
+        )
+    else:
+        print("    skip /metrics: this build of Berth has no such route")
+
+
+def check_container(name: str) -> None:
+    """Non-root, the image's HEALTHCHECK, and the server as PID 1."""
+    uid = docker("exec", name, "id", "-u")
+    check(uid not in {"", "0"}, f"the server runs as a non-root user (uid {uid})")
+    deadline = time.monotonic() + 20
+    health = ""
+    while time.monotonic() < deadline and health != "healthy":
+        health = docker("inspect", "-f", "{{.State.Health.Status}}", name)
+        time.sleep(0.5)
+    check(health == "healthy", f"the image's HEALTHCHECK reports {health!r}")
+    pid1 = docker("exec", name, "cat", "/proc/1/cmdline").replace("\0", " ")
+    check("berth" in pid1, f"PID 1 is the server itself ({pid1.strip()})")
+
+
+def check_shutdown(name: str) -> None:
+    """`docker stop`: SIGTERM, then SIGKILL after the grace period; it must exit 0 before."""
+    started = time.monotonic()
+    docker("stop", "--time", str(GRACE_S), name)
+    stop_s = time.monotonic() - started
+    timings["SIGTERM to exit"] = round(stop_s, 1)
+    state = json.loads(docker("inspect", "-f", "{{json .State}}", name))
+    logs = subprocess.run(
+        ["docker", "logs", name], env=ENV, capture_output=True, text=True, check=True
+    )
+    check(
+        state["ExitCode"] == 0 and stop_s < GRACE_S,
+        f"SIGTERM stops it cleanly: exit {state['ExitCode']} after {stop_s:.1f} s "
+        f"(grace {GRACE_S} s)",
+    )
+    check(
+        "Application shutdown complete" in logs.stdout + logs.stderr,
+        "the log shows the application shut down (lifespan ran)",
+    )
+
+
 def exercise() -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     name = f"berth-docker-test-{port}"
-    registry = WORK / "registry"
     started = time.monotonic()
     docker(
         "run", "--detach", "--name", name, "--network", "host",
@@ -123,66 +191,9 @@ def exercise() -> None:
         if not ready:
             print(docker("logs", name))
             return
-        status, body = http("GET", f"{url}/ready")
-        loaded = {m["name"] for m in json.loads(body)["models"] if m["loaded"]}
-        check(loaded == {"intent", "tabular"}, f"both baked-in models loaded ({sorted(loaded)})")
-
-        status, body = http(
-            "POST", f"{url}/models/intent/predict", {"text": "I want to cancel my subscription"}
-        )
-        answer = json.loads(body)
-        check(
-            status == 200 and answer.get("prediction") == "complaint",
-            f"intent predicts complaint ({status}, {answer.get('prediction')})",
-        )
-        example = json.loads((registry / "tabular/1/model.json").read_text())["input_example"]
-        status, body = http("POST", f"{url}/models/tabular/predict", example)
-        answer = json.loads(body)
-        check(
-            status == 200 and "probabilities" in answer,
-            f"tabular answers with probabilities ({status})",
-        )
-        status, _ = http("POST", f"{url}/models/tabular/predict", {"features": [1.0]})
-        check(status == 422, f"a wrong input size is refused with 422 ({status})")
-
-        paths = json.loads(http("GET", f"{url}/openapi.json")[1])["paths"]
-        if "/metrics" in paths:
-            status, body = http("GET", f"{url}/metrics")
-            check(
-                status == 200 and b"# TYPE" in body,
-                f"/metrics answers Prometheus text ({status}, {len(body)} bytes)",
-            )
-        else:
-            print("    skip /metrics: this build of Berth has no such route")
-
-        uid = docker("exec", name, "id", "-u")
-        check(uid not in {"", "0"}, f"the server runs as a non-root user (uid {uid})")
-        deadline = time.monotonic() + 20
-        health = ""
-        while time.monotonic() < deadline and health != "healthy":
-            health = docker("inspect", "-f", "{{.State.Health.Status}}", name)
-            time.sleep(0.5)
-        check(health == "healthy", f"the image's HEALTHCHECK reports {health!r}")
-        pid1 = docker("exec", name, "cat", "/proc/1/cmdline").replace("\0", " ")
-        check("berth" in pid1, f"PID 1 is the server itself ({pid1.strip()})")
-
-        stop_started = time.monotonic()
-        docker("stop", "--time", str(GRACE_S), name)  # SIGTERM, then SIGKILL after GRACE_S
-        stop_s = time.monotonic() - stop_started
-        timings["SIGTERM to exit"] = round(stop_s, 1)
-        state = json.loads(docker("inspect", "-f", "{{json .State}}", name))
-        logs = subprocess.run(
-            ["docker", "logs", name], env=ENV, capture_output=True, text=True, check=True
-        )
-        check(
-            state["ExitCode"] == 0 and stop_s < GRACE_S,
-            f"SIGTERM stops it cleanly: exit {state['ExitCode']} after {stop_s:.1f} s "
-            f"(grace {GRACE_S} s)",
-        )
-        check(
-            "Application shutdown complete" in logs.stdout + logs.stderr,
-            "the log shows the application shut down (lifespan ran)",
-        )
+        check_api(url)
+        check_container(name)
+        check_shutdown(name)
     finally:
         subprocess.run(["docker", "rm", "-f", name], env=ENV, capture_output=True, check=False)
 

@@ -63,7 +63,10 @@ def env_of(c: dict[str, Any]) -> dict[str, str]:
 # What each value set must render, beyond being valid.
 def expect_default(docs: Docs) -> None:
     kinds = Counter(d["kind"] for d in docs)
-    check(kinds["Deployment"] == 1 and kinds["Service"] == 1, f"Deployment and Service ({dict(kinds)})")
+    check(
+        kinds["Deployment"] == 1 and kinds["Service"] == 1,
+        f"Deployment and Service ({dict(kinds)})",
+    )
     pod = of_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]
     c = pod["containers"][0]
     check(c["livenessProbe"]["httpGet"]["path"] == "/health", "liveness probe on /health")
@@ -127,7 +130,9 @@ def expect_autoscaling(docs: Docs) -> None:
     )
     check(metrics[1]["pods"]["metric"]["name"] == "berth_requests_in_flight", "in-flight metric")
     check("replicas" not in of_kind(docs, "Deployment")[0]["spec"], "HPA owns the replica count")
-    check(of_kind(docs, "PodDisruptionBudget")[0]["spec"]["minAvailable"] == 2, "PDB minAvailable 2")
+    check(
+        of_kind(docs, "PodDisruptionBudget")[0]["spec"]["minAvailable"] == 2, "PDB minAvailable 2"
+    )
     pod = of_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]
     check(pod["terminationGracePeriodSeconds"] == 60, "explicit terminationGracePeriodSeconds")
 
