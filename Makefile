@@ -104,3 +104,46 @@ run-docker-services: ## start Berth, Prometheus, Grafana and PostgreSQL (docker 
 
 stop-docker-services: ## stop the compose stack (volumes are kept; `docker compose down -v` removes them)
 	$(COMPOSE) down
+
+# --- Kubernetes lifecycle (the seed tutorial's names). Needs kind, kubectl, helm and hey; not run by CI.
+KIND_CLUSTER ?= berth
+K8S_NAMESPACE ?= berth
+K8S_RELEASE ?= berth
+K8S_IMAGE ?= berth:local
+K8S_VALUES ?=
+K8S_PORT ?= 8080
+K8S_MODEL ?= intent
+K8S_PAYLOAD ?= {"text": "I want to cancel my subscription"}
+KUBECTL := kubectl -n $(K8S_NAMESPACE)
+.PHONY: run-kubernetes-server run-kubernetes-app monitor-kubernetes-app test-kubernetes-app \
+	stop-kubernetes-app stop-kubernetes-server
+
+run-kubernetes-server: ## create a local Kubernetes cluster with kind (KIND_CLUSTER=berth)
+	kind create cluster --name $(KIND_CLUSTER) --wait 120s
+	kubectl cluster-info --context kind-$(KIND_CLUSTER)
+
+run-kubernetes-app: ## build the image of ./registry's production models, load it into kind, install the chart
+	$(MAKE) docker-build TAG=$(K8S_IMAGE)
+	kind load docker-image $(K8S_IMAGE) --name $(KIND_CLUSTER)
+	helm upgrade --install $(K8S_RELEASE) deploy/helm/berth --namespace $(K8S_NAMESPACE) --create-namespace \
+		--set image.repository=$(firstword $(subst :, ,$(K8S_IMAGE))) --set image.tag=$(lastword $(subst :, ,$(K8S_IMAGE))) \
+		--set models[0].name=$(K8S_MODEL) $(if $(K8S_VALUES),-f $(K8S_VALUES)) --wait --timeout 5m
+	$(KUBECTL) get pods -l app.kubernetes.io/instance=$(K8S_RELEASE)
+
+monitor-kubernetes-app: ## show the release's deployment, pods, HPA and PDB, then watch the pods (Ctrl-C stops)
+	$(KUBECTL) get deployment,pods,hpa,pdb,service -l app.kubernetes.io/instance=$(K8S_RELEASE)
+	-$(KUBECTL) top pods -l app.kubernetes.io/instance=$(K8S_RELEASE)
+	$(KUBECTL) get pods -l app.kubernetes.io/instance=$(K8S_RELEASE) --watch
+
+test-kubernetes-app: ## helm test, then a 30 s load test with hey through a port-forward
+	helm test $(K8S_RELEASE) --namespace $(K8S_NAMESPACE) --logs
+	$(KUBECTL) port-forward service/$(K8S_RELEASE) $(K8S_PORT):8000 >/dev/null & pid=$$!; \
+	trap 'kill $$pid' EXIT; sleep 3; \
+	hey -z 30s -c 20 -m POST -T application/json -d '$(K8S_PAYLOAD)' \
+		http://127.0.0.1:$(K8S_PORT)/models/$(K8S_MODEL)/predict
+
+stop-kubernetes-app: ## uninstall the release
+	helm uninstall $(K8S_RELEASE) --namespace $(K8S_NAMESPACE)
+
+stop-kubernetes-server: ## delete the kind cluster
+	kind delete cluster --name $(KIND_CLUSTER)
