@@ -3,8 +3,8 @@
 - `helm lint --strict` with the default values and every value set in deploy/helm/berth/ci/;
 - `helm template` of each value set, every rendered document validated by kubernetes-validate
   (--strict, against the Kubernetes version given), plus what each value set must produce;
-- custom resources (ServiceMonitor, ServingRuntime, InferenceService), which kubernetes-validate
-  does not know: their containers and pod fields validated as a core Pod, the rest by shape;
+- custom resources (ServiceMonitor, ServingRuntime, InferenceService, Cloud Run's Knative
+  Service), which kubernetes-validate does not know: their containers and pod fields validated as a core Pod, the rest by shape;
 - every bad values file in deploy/helm/bad-values/ refused by values.schema.json with the error
   its `# expect:` line names;
 - yamllint on every YAML file that is not a Helm template.
@@ -203,6 +203,8 @@ def validate_custom(docs: Docs, source: str, kube_version: str) -> None:
             for field in MODEL_FIELDS - CONTAINER_FIELDS:
                 model.pop(field, None)
             pod = {"containers": [{"name": "kserve-container", "image": "x", **model}]}
+        elif kind == "Service" and doc["apiVersion"].startswith("serving.knative.dev/"):
+            pod = {"containers": spec["template"]["spec"]["containers"]}  # Cloud Run
         elif kind == "ServiceMonitor":
             endpoint = spec["endpoints"][0]
             check(
@@ -288,8 +290,8 @@ def main() -> None:
     missing = {p.name for p in (CHART / "ci").glob("*.yaml")} - set(VALUE_SETS)
     check(not missing, f"every value set in ci/ has expectations ({sorted(missing)})")
 
-    print("--> deploy/kserve manifests")
-    for path in sorted(KSERVE.glob("*.yaml")):
+    print("--> deploy/kserve manifests, Cloud Run service")
+    for path in [*sorted(KSERVE.glob("*.yaml")), ROOT / "deploy/cloudrun/service.yaml"]:
         docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
         validate_core(path, len(docs), args.kube_version)
         validate_custom(docs, path.name, args.kube_version)
