@@ -44,6 +44,7 @@ ENV PATH=/opt/berth/bin:$PATH \
     HOME=/tmp \
     BERTH_REGISTRY=/models \
     BERTH_MODELS=${SERVE_MODELS} \
+    BERTH_STATE_DIR=/tmp/berth \
     BERTH_HOST=0.0.0.0 \
     BERTH_PORT=8000
 USER 10001:10001
