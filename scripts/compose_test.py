@@ -88,9 +88,22 @@ def wheel_house(env: dict[str, str]) -> None:
     step(
         "wheel-house (pip download)",
         [sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
-         "--only-binary=:all:", "--dest", "build/wheels", ".[sklearn]", "setuptools>=68"],
+         "--only-binary=:all:", "--dest", "build/wheels", ".[sklearn,postgres]", "setuptools>=68"],
         env,
     )  # fmt: skip
+
+
+def wait_ready(berth: str, timeout: float = 90) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{berth}/ready", timeout=2) as response:
+                if response.status == 200:
+                    return True
+        except OSError:
+            pass
+        time.sleep(0.5)
+    return False
 
 
 def query(prometheus: str, expr: str) -> list[object]:
@@ -159,11 +172,13 @@ def main() -> None:
             "docker-compose up berth prometheus", [*compose, "up", "-d", "berth", "prometheus"], env
         )
         prometheus = f"http://127.0.0.1:{prometheus_port}"
-        scrape_started = time.monotonic()
-        wait_for_scrape(prometheus, f"http://127.0.0.1:{berth_port}")
-        timings["up to first scrape"] = round(time.monotonic() - scrape_started, 1)
-        with urllib.request.urlopen(f"http://127.0.0.1:{berth_port}/ready", timeout=5) as r:
-            check(r.status == 200, "Berth in the stack is ready")
+        berth = f"http://127.0.0.1:{berth_port}"
+        ready = wait_ready(berth)
+        check(ready, "Berth in the stack is ready")
+        if ready:
+            scrape_started = time.monotonic()
+            wait_for_scrape(prometheus, berth)
+            timings["ready to scraped"] = round(time.monotonic() - scrape_started, 1)
         rules = get_json(f"{prometheus}/api/v1/rules")["data"]["groups"]  # type: ignore[index]
         count = sum(len(g["rules"]) for g in rules)
         check(count > 0, f"Prometheus loaded Berth's alert rules ({count} rules)")
