@@ -108,13 +108,16 @@ def test_copy_models_refuses_a_tampered_version(registry: Registry, tmp_path: Pa
 def test_pins_keep_only_versions_every_model_agrees_on(examples_registry: Registry) -> None:
     intent = examples_registry.card("intent")
     tabular = examples_registry.card("tabular")
-    other = tabular.model_copy(update={"libraries": {**tabular.libraries, "numpy": "0.0.1"}})
+    other = tabular.model_copy(
+        update={"libraries": {**tabular.libraries, "numpy": "0.0.1", "torch": "2.3.0+cpu"}}
+    )
 
     pins = library_pins([intent, other])
 
     sklearn_version = intent.libraries["scikit-learn"]
     assert f"scikit-learn=={sklearn_version}" in pins
     assert not any(p.startswith(("numpy", "python")) for p in pins)
+    assert "torch==2.3.0" in pins
     assert extras_for([intent, tabular], ["grpc", ""]) == ["grpc", "sklearn"]
 
 

@@ -124,8 +124,9 @@ def library_pins(cards: list[ModelCard]) -> list[str]:
     seen: dict[str, set[str]] = {}
     for card in cards:
         for package, version in card.libraries.items():
-            if package != "python":
-                seen.setdefault(package, set()).add(version)
+            public = version.split("+")[0]  # 2.3.0+cpu: local labels are not on PyPI
+            if package != "python" and public:
+                seen.setdefault(package, set()).add(public)
     return sorted(f"{p}=={next(iter(v))}" for p, v in seen.items() if len(v) == 1)
 
 
