@@ -8,6 +8,8 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 EXTRAS_SERVE := sklearn
 EXTRAS_TEST := test
+# `docker compose` (v2) where it exists, else docker-compose (v1.29+).
+COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
 
 .PHONY: help venv serve test lint typecheck unit examples proto clean docs-config test-formats constraints monitoring-check bench
 
@@ -86,3 +88,70 @@ docs-config: $(VENV)/.serve ## regenerate the settings table in docs/configurati
 constraints: $(VENV)/.test ## re-pin constraints.txt from the test environment after changing dependencies
 	{ sed -n '1,3p' constraints.txt; $(BIN)/pip freeze --exclude-editable | grep -viE '^(torch|nvidia|triton==)'; } > constraints.new
 	mv constraints.new constraints.txt
+
+# --- deployment (issue 8): slow checks, separate from `make test` -------------------------------
+.PHONY: docker-build docker-test
+
+docker-build: $(VENV)/.serve ## build an image serving every production model of ./registry (TAG=berth:latest)
+	PATH=/usr/bin:$$PATH $(BIN)/berth build --tag $(or $(TAG),berth:latest) $(if $(BASE_IMAGE),--base-image $(BASE_IMAGE))
+
+docker-test: $(VENV)/.serve ## build the image offline and check a running container (needs root or a Docker engine)
+	$(BIN)/python scripts/docker_test.py
+
+.PHONY: k8s-test
+k8s-test: ## lint and render the Helm chart, validate every manifest offline, refuse bad values
+	scripts/k8s-test.sh
+
+.PHONY: compose-test run-docker-services stop-docker-services
+compose-test: $(VENV)/.serve ## bring up Berth and Prometheus with docker-compose.yml; Prometheus must scrape Berth
+	$(BIN)/python scripts/compose_test.py
+
+run-docker-services: ## start Berth, Prometheus, Grafana and PostgreSQL (docker compose; ./registry is served)
+	$(COMPOSE) up -d --build
+	@echo "Berth http://127.0.0.1:8000/docs  Prometheus http://127.0.0.1:9090  Grafana http://127.0.0.1:3000"
+
+stop-docker-services: ## stop the compose stack (volumes are kept; `docker compose down -v` removes them)
+	$(COMPOSE) down
+
+# --- Kubernetes lifecycle (the seed tutorial's names). Needs kind, kubectl, helm and hey; not run by CI.
+KIND_CLUSTER ?= berth
+K8S_NAMESPACE ?= berth
+K8S_RELEASE ?= berth
+K8S_IMAGE ?= berth:local
+K8S_VALUES ?=
+K8S_PORT ?= 8080
+K8S_MODEL ?= intent
+K8S_PAYLOAD ?= {"text": "I want to cancel my subscription"}
+KUBECTL := kubectl -n $(K8S_NAMESPACE)
+.PHONY: run-kubernetes-server run-kubernetes-app monitor-kubernetes-app test-kubernetes-app \
+	stop-kubernetes-app stop-kubernetes-server
+
+run-kubernetes-server: ## create a local Kubernetes cluster with kind (KIND_CLUSTER=berth)
+	kind create cluster --name $(KIND_CLUSTER) --wait 120s
+	kubectl cluster-info --context kind-$(KIND_CLUSTER)
+
+run-kubernetes-app: ## build the image of ./registry's production models, load it into kind, install the chart
+	$(MAKE) docker-build TAG=$(K8S_IMAGE)
+	kind load docker-image $(K8S_IMAGE) --name $(KIND_CLUSTER)
+	helm upgrade --install $(K8S_RELEASE) deploy/helm/berth --namespace $(K8S_NAMESPACE) --create-namespace \
+		--set image.repository=$(firstword $(subst :, ,$(K8S_IMAGE))) --set image.tag=$(lastword $(subst :, ,$(K8S_IMAGE))) \
+		--set models[0].name=$(K8S_MODEL) $(if $(K8S_VALUES),-f $(K8S_VALUES)) --wait --timeout 5m
+	$(KUBECTL) get pods -l app.kubernetes.io/instance=$(K8S_RELEASE)
+
+monitor-kubernetes-app: ## show the release's deployment, pods, HPA and PDB, then watch the pods (Ctrl-C stops)
+	$(KUBECTL) get deployment,pods,hpa,pdb,service -l app.kubernetes.io/instance=$(K8S_RELEASE)
+	-$(KUBECTL) top pods -l app.kubernetes.io/instance=$(K8S_RELEASE)
+	$(KUBECTL) get pods -l app.kubernetes.io/instance=$(K8S_RELEASE) --watch
+
+test-kubernetes-app: ## helm test, then a 30 s load test with hey through a port-forward
+	helm test $(K8S_RELEASE) --namespace $(K8S_NAMESPACE) --logs
+	$(KUBECTL) port-forward service/$(K8S_RELEASE) $(K8S_PORT):8000 >/dev/null & pid=$$!; \
+	trap 'kill $$pid' EXIT; sleep 3; \
+	hey -z 30s -c 20 -m POST -T application/json -d '$(K8S_PAYLOAD)' \
+		http://127.0.0.1:$(K8S_PORT)/models/$(K8S_MODEL)/predict
+
+stop-kubernetes-app: ## uninstall the release
+	helm uninstall $(K8S_RELEASE) --namespace $(K8S_NAMESPACE)
+
+stop-kubernetes-server: ## delete the kind cluster
+	kind delete cluster --name $(KIND_CLUSTER)

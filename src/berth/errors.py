@@ -15,6 +15,7 @@
     │   ├── UnsafeModel                500 unsafe_model
     │   └── MissingExtra               500 missing_extra
     ├── ModelFailed                    500 model_failed  (message hides internals)
+    ├── ImageBuildError                500 image_build_error  (`berth build` only)
     └── Unavailable                    503 unavailable   (answered with Retry-After)
         ├── NotReady                   503 not_ready
         ├── Overloaded                 503 overloaded
@@ -29,6 +30,7 @@ __all__ = [
     "BerthError",
     "ChecksumMismatch",
     "Conflict",
+    "ImageBuildError",
     "InvalidInput",
     "LibraryVersionMismatch",
     "MalformedRequest",
@@ -151,6 +153,12 @@ class ModelFailed(BerthError):
     """The model raised while predicting. The message is safe to show; details go to the log."""
 
     code = "model_failed"
+
+
+class ImageBuildError(BerthError):
+    """Building a container image failed (no docker engine, a failed build, no wheel found)."""
+
+    code = "image_build_error"
 
 
 class Unavailable(BerthError):

@@ -10,6 +10,7 @@ import click
 import orjson
 
 from berth import __version__
+from berth.cli.build import build
 from berth.cli.common import BerthGroup, CliState, console, print_json
 from berth.cli.drift import drift
 from berth.cli.examples import examples
@@ -43,6 +44,7 @@ cli.add_command(examples)
 cli.add_command(routes)
 cli.add_command(predictions)
 cli.add_command(drift)
+cli.add_command(build)
 
 
 @cli.command()
