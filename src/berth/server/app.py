@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -57,7 +57,7 @@ def create_app(settings: Settings | None = None, dataplane: DataPlane | None = N
     app.include_router(v1.build_router(dataplane))
     app.include_router(build_monitoring_router(dataplane))
     if settings.fast_path:  # innermost: every middleware added below still runs first
-        routes = {r.path: r for r in app.router.routes if isinstance(r, APIRoute)}
+        routes = {r.path: r for r in _api_routes(app.router.routes)}
         app.add_middleware(PredictFastPath, dataplane=dataplane, routes=routes)
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(
@@ -75,6 +75,16 @@ def create_app(settings: Settings | None = None, dataplane: DataPlane | None = N
         )
     _add_body_schemas(app)
     return app
+
+
+def _api_routes(routes: Iterable[Any]) -> Iterator[APIRoute]:
+    """Every APIRoute, also inside included routers (FastAPI 0.16x keeps those whole)."""
+    for route in routes:
+        if isinstance(route, APIRoute):
+            yield route
+        inner = getattr(route, "original_router", None)
+        if inner is not None:
+            yield from _api_routes(inner.routes)
 
 
 def _add_body_schemas(app: FastAPI) -> None:
