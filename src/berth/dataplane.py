@@ -18,6 +18,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from pydantic import ValidationError
@@ -244,20 +245,9 @@ class DataPlane:
         """
         name = self._served_name(name)
         variant, entry, body = await self._choose(name, version, body, key)
-        entry.in_flight += 1
-        started = time.perf_counter()
-        try:
-            batch = entry.codec.decode_many(body) if many else entry.codec.decode_one(body)
-            decoded = time.perf_counter()
-            outputs = await self._run(entry, batch, request_id)
-        except BerthError as exc:
-            self._observe(name, variant, entry, started, exc.code, None, request_id)
-            self.monitor.failed(entry.card, request_id, exc.code, started, variant)
-            raise
-        finally:
-            entry.in_flight -= 1
-        self._observe(name, variant, entry, started, "ok", outputs, request_id)
-        self.monitor.predicted(entry.card, request_id, batch, outputs, started, decoded, variant)
+        codec = entry.codec
+        decode = partial(codec.decode_many if many else codec.decode_one, body)
+        outputs = await self._infer(name, variant, entry, decode, request_id)
         traffic = self.traffic.get(name)
         if variant is not None and traffic is not None and traffic.route is not None:
             self._maybe_shadow(name, traffic, body, many, outputs, variant, request_id)
@@ -274,10 +264,24 @@ class DataPlane:
         """Predict bare rows (for protocols that carry tensors rather than JSON instances)."""
         name = self._served_name(name)
         variant, entry, _ = await self._choose(name, version, None, key)
+        decode = partial(entry.codec.decode_rows, rows)
+        return Prediction(
+            entry.card, await self._infer(name, variant, entry, decode, request_id), variant
+        )
+
+    async def _infer(
+        self,
+        name: str,
+        variant: str | None,
+        entry: LoadedModel,
+        decode: Callable[[], Batch],
+        request_id: str,
+    ) -> Outputs:
+        """Decode and predict on one chosen version, observing the outcome either way."""
         entry.in_flight += 1
         started = time.perf_counter()
         try:
-            batch = entry.codec.decode_rows(rows)
+            batch = decode()
             decoded = time.perf_counter()
             outputs = await self._run(entry, batch, request_id)
         except BerthError as exc:
@@ -288,7 +292,7 @@ class DataPlane:
             entry.in_flight -= 1
         self._observe(name, variant, entry, started, "ok", outputs, request_id)
         self.monitor.predicted(entry.card, request_id, batch, outputs, started, decoded, variant)
-        return Prediction(entry.card, outputs, variant)
+        return outputs
 
     async def _choose(
         self, name: str, version: str | None, body: Any, key: str | None
