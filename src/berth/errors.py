@@ -3,6 +3,8 @@
     BerthError                         500 internal_error
     ├── InvalidInput                   422 invalid_input
     │   └── MalformedRequest           400 malformed_request
+    ├── Unauthorized                   401 unauthorized  (no valid API key)
+    ├── Forbidden                      403 forbidden     (the key's scope does not cover the route)
     ├── PayloadTooLarge                413 payload_too_large
     ├── NotFound                       404 not_found
     │   ├── ModelNotFound              404 model_not_found
@@ -14,12 +16,14 @@
     │   ├── LibraryVersionMismatch     500 library_version_mismatch
     │   ├── UnsafeModel                500 unsafe_model
     │   └── MissingExtra               500 missing_extra
+    ├── RateLimited                    429 rate_limited  (answered with Retry-After)
     ├── ModelFailed                    500 model_failed  (message hides internals)
     ├── ImageBuildError                500 image_build_error  (`berth build` only)
-    └── Unavailable                    503 unavailable   (answered with Retry-After)
-        ├── NotReady                   503 not_ready
-        ├── Overloaded                 503 overloaded
-        └── StoreUnavailable           503 store_unavailable
+    ├── Unavailable                    503 unavailable   (answered with Retry-After)
+    │   ├── NotReady                   503 not_ready
+    │   ├── Overloaded                 503 overloaded
+    │   └── StoreUnavailable           503 store_unavailable
+    └── Timeout                        504 timeout
 
 Classes hold data, not logic. The protocol adapters (server/) map them to wire responses.
 """
@@ -30,6 +34,7 @@ __all__ = [
     "BerthError",
     "ChecksumMismatch",
     "Conflict",
+    "Forbidden",
     "ImageBuildError",
     "InvalidInput",
     "LibraryVersionMismatch",
@@ -42,8 +47,11 @@ __all__ = [
     "NotReady",
     "Overloaded",
     "PayloadTooLarge",
+    "RateLimited",
     "RegistryError",
     "StoreUnavailable",
+    "Timeout",
+    "Unauthorized",
     "Unavailable",
     "UnsafeModel",
     "VersionNotFound",
@@ -75,6 +83,22 @@ class MalformedRequest(InvalidInput):
 
     status_code = 400
     code = "malformed_request"
+
+
+class Unauthorized(BerthError):
+    """The request carries no API key, or one that is unknown or revoked."""
+
+    status_code = 401
+    grpc_code = "UNAUTHENTICATED"
+    code = "unauthorized"
+
+
+class Forbidden(BerthError):
+    """The caller is known but may not call this route (wrong scope, other model, not loopback)."""
+
+    status_code = 403
+    grpc_code = "PERMISSION_DENIED"
+    code = "forbidden"
 
 
 class PayloadTooLarge(BerthError):
@@ -149,6 +173,18 @@ class MissingExtra(ModelLoadError):
     code = "missing_extra"
 
 
+class RateLimited(BerthError):
+    """The caller spent its request budget; `retry_after_s` says when a request fits again."""
+
+    status_code = 429
+    grpc_code = "RESOURCE_EXHAUSTED"
+    code = "rate_limited"
+
+    def __init__(self, message: str, retry_after_s: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
 class ModelFailed(BerthError):
     """The model raised while predicting. The message is safe to show; details go to the log."""
 
@@ -186,3 +222,11 @@ class StoreUnavailable(Unavailable):
     """The prediction store cannot be read now (down, unreachable, or not created yet)."""
 
     code = "store_unavailable"
+
+
+class Timeout(BerthError):
+    """The request took longer than the configured per-request timeout."""
+
+    status_code = 504
+    grpc_code = "DEADLINE_EXCEEDED"
+    code = "timeout"

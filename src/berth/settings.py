@@ -91,7 +91,18 @@ class Settings(BaseSettings):
     warning is logged)."""
 
     trusted_modules: CsvList = Field(default_factory=lambda: ["sklearn", "numpy", "scipy"])
-    """Top-level modules whose types a skops file may contain (comma-separated)."""
+    """Modules whose types a skops file may contain, and (with `pickle_policy=restricted`) whose
+    classes a pickle or joblib file may name (comma-separated; a package covers its submodules,
+    `pkg.mod.Class` names one class)."""
+
+    pickle_policy: Literal["restricted", "trusted", "refuse"] = "restricted"
+    """How pickle and joblib artifacts load: `restricted` allows only classes from
+    `trusted_modules` (and a few known-safe helpers), `trusted` loads anything (the file can run
+    any code), `refuse` refuses them (use skops)."""
+
+    force_library_versions: bool = False
+    """Load a model even when it was registered under a different major scikit-learn version
+    (otherwise it is refused)."""
 
     grpc_port: int = Field(default=0, ge=0, le=65535)
     """gRPC port of the Open Inference Protocol (`inference.GRPCInferenceService`, with health and
@@ -154,6 +165,69 @@ class Settings(BaseSettings):
     """Per-model batching overrides, by model name, e.g.
     `{"tabular": {"max_rows": 64, "max_wait_ms": 5}, "intent": {"enabled": false}}` (JSON in
     `BERTH_BATCH_MODELS`)."""
+
+    api_keys_file: Path | None = None
+    """File with the API keys' salted hashes (default: `<registry>/.berth/keys.json`). While it
+    holds no active key, inference is open and admin routes answer only on loopback."""
+
+    public_paths: CsvList = Field(
+        default_factory=lambda: [
+            "/health",
+            "/ready",
+            "/metrics",
+            "/docs",
+            "/docs/oauth2-redirect",
+            "/redoc",
+            "/openapi.json",
+            "/v2/health/live",
+            "/v2/health/ready",
+        ]
+    )
+    """Paths answered without an API key, rate limit or concurrency bound (comma-separated)."""
+
+    rate_limit_key_rate: float = Field(default=0.0, ge=0)
+    """Requests per second each API key may make on average (token bucket; 0: no limit)."""
+
+    rate_limit_key_burst: int | None = Field(default=None, ge=1)
+    """Requests an API key may make at once above its rate (default: the rate, at least 1)."""
+
+    rate_limit_address_rate: float = Field(default=0.0, ge=0)
+    """Requests per second each client address may make without a valid key (0: no limit)."""
+
+    rate_limit_address_burst: int | None = Field(default=None, ge=1)
+    """Requests a client address may make at once above its rate (default: the rate, at least 1)."""
+
+    rate_limit_storage: str = "memory"
+    """Where token buckets live: `memory` (one process) or a `redis://` URL (shared by every
+    worker and replica)."""
+
+    rate_limit_on_storage_error: Literal["open", "closed"] = "open"
+    """When the rate-limit storage is unreachable: `open` lets requests through, `closed` answers
+    503. Either way it is logged and counted."""
+
+    max_in_flight: int = Field(default=256, ge=0)
+    """Most requests handled at once (all but the public paths); beyond it 503 with Retry-After,
+    at once. 0: no bound."""
+
+    request_timeout_s: float = Field(default=30.0, ge=0)
+    """Longest time one request may take before it is answered 504 (0: no timeout)."""
+
+    shutdown_grace_s: float = Field(default=0.0, ge=0)
+    """After SIGTERM/SIGINT, seconds during which readiness is false but new connections are still
+    accepted (set it to the time your load balancer needs to notice, e.g. 5 on Kubernetes)."""
+
+    shutdown_timeout_s: float = Field(default=30.0, gt=0)
+    """After the grace period, longest wait for in-flight requests; then the process exits."""
+
+    ssl_certfile: Path | None = None
+    """PEM certificate (chain) for HTTPS; with `ssl_keyfile`, `berth serve` speaks only HTTPS."""
+
+    ssl_keyfile: Path | None = None
+    """PEM private key for HTTPS."""
+
+    security_headers: bool = True
+    """Send X-Content-Type-Options, X-Frame-Options, Referrer-Policy and Cache-Control (and HSTS
+    over HTTPS) on every response."""
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     """Minimum level of log records."""

@@ -14,6 +14,7 @@ from berth.cli.build import build
 from berth.cli.common import BerthGroup, CliState, console, print_json
 from berth.cli.drift import drift
 from berth.cli.examples import examples
+from berth.cli.keys import keys
 from berth.cli.models import models
 from berth.cli.predictions import predictions
 from berth.cli.routes import routes
@@ -45,6 +46,7 @@ cli.add_command(routes)
 cli.add_command(predictions)
 cli.add_command(drift)
 cli.add_command(build)
+cli.add_command(keys)
 
 
 @cli.command()
@@ -65,6 +67,18 @@ cli.add_command(build)
 )
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default=None)
 @click.option("--log-format", type=click.Choice(["json", "text"]), default=None)
+@click.option(
+    "--ssl-certfile",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="PEM certificate: serve HTTPS (with --ssl-keyfile).",
+)
+@click.option(
+    "--ssl-keyfile",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="PEM private key for HTTPS.",
+)
 @click.pass_obj
 def serve(state: CliState, /, names: tuple[str, ...], **flags: Any) -> None:
     """Serve NAMES (NAME, NAME@VERSION or NAME@ALIAS; default: every model with a production alias)."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import pickle
 import platform
 import warnings
 from importlib import metadata as importlib_metadata
@@ -18,6 +17,7 @@ from sklearn.base import is_classifier, is_regressor
 
 from berth.errors import InvalidInput, LibraryVersionMismatch, ModelLoadError, UnsafeModel
 from berth.runtimes.base import Batch, Hints, Model
+from berth.security.unpickle import UnpicklePolicy, load_joblib, load_pickle, load_unrestricted
 from berth.settings import Settings
 from berth.types import Label, ModelCard, Outputs, Signature, Task
 
@@ -46,10 +46,16 @@ def _load_artifact(path: Path, fmt: str, settings: Settings) -> Any:
                 f"({', '.join(settings.trusted_modules)}): {', '.join(refused)}"
             )
         return skops.io.load(path, trusted=untrusted)
-    if fmt == "joblib":
-        return joblib.load(path)
-    with path.open("rb") as handle:
-        return pickle.load(handle)
+    policy = settings.pickle_policy
+    if policy == "refuse":
+        raise UnsafeModel(
+            f"{path.name} is a {fmt} file and BERTH_PICKLE_POLICY=refuse: save the model with "
+            "skops (`skops.io.dump`) or allow restricted pickle loading"
+        )
+    if policy == "trusted":
+        return load_unrestricted(path, fmt)
+    rules = UnpicklePolicy(settings.trusted_modules, "BERTH_TRUSTED_MODULES")
+    return load_joblib(path, rules) if fmt == "joblib" else load_pickle(path, rules)
 
 
 def _native(value: Any) -> Label:
@@ -231,6 +237,14 @@ class SklearnModel(Model):
             f"{self.card.ref} was registered with scikit-learn {recorded}, "
             f"this server runs {sklearn.__version__}"
         )
+        if recorded.split(".")[0] != sklearn.__version__.split(".")[0]:
+            if not self.settings.force_library_versions:
+                raise LibraryVersionMismatch(
+                    message + ": a different major version may not read it correctly; "
+                    "retrain and register it again, or set BERTH_FORCE_LIBRARY_VERSIONS=true"
+                )
+            log.warning(message + "; loading anyway (BERTH_FORCE_LIBRARY_VERSIONS)")
+            return True
         if self.settings.strict_library_versions:
             raise LibraryVersionMismatch(message + " (BERTH_STRICT_LIBRARY_VERSIONS is on)")
         log.warning(message + "; predictions may differ")

@@ -16,9 +16,11 @@ from berth.registry import Registry
 from berth.server import admin, rest, v1, v2
 from berth.server.errors import install_error_handlers
 from berth.server.fastpath import PredictFastPath
+from berth.server.guard import SecurityHeadersMiddleware
 from berth.server.middleware import RequestContextMiddleware
 from berth.server.observability import build_monitoring_router
 from berth.server.observe import ObservabilityMiddleware
+from berth.server.protection import close_protection, install_protection
 from berth.server.schemas import BatchRequest, PredictRequest
 from berth.settings import Settings
 
@@ -45,6 +47,7 @@ def create_app(settings: Settings | None = None, dataplane: DataPlane | None = N
             yield
         finally:
             await dataplane.stop()
+            await close_protection(app)
             logs.drain()
 
     app = FastAPI(title="Berth", version=__version__, description=DESCRIPTION, lifespan=lifespan)
@@ -59,12 +62,15 @@ def create_app(settings: Settings | None = None, dataplane: DataPlane | None = N
     if settings.fast_path:  # innermost: every middleware added below still runs first
         routes = {r.path: r for r in _api_routes(app.router.routes)}
         app.add_middleware(PredictFastPath, dataplane=dataplane, routes=routes)
+    install_protection(app, settings, dataplane)  # keys, rate limits, load guard: inside the ids
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(
         ObservabilityMiddleware,
         metrics=dataplane.monitor.metrics,
         access_log_on=settings.access_log,
     )
+    if settings.security_headers:
+        app.add_middleware(SecurityHeadersMiddleware)
     if settings.cors_origins:  # outermost, so preflight answers never reach the routes
         app.add_middleware(
             CORSMiddleware,

@@ -9,7 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
-from berth.errors import BerthError, Unavailable
+from berth.errors import BerthError, RateLimited, Unavailable
 from berth.server.encoding import json_response
 from berth.server.middleware import request_id_of
 
@@ -31,7 +31,7 @@ def berth_error_response(exc: BerthError, request_id: str) -> Response:
     """The response to a BerthError (5xx other than 503 are logged first)."""
     if exc.status_code >= 500 and not isinstance(exc, Unavailable):
         log.error("%s: %s", exc.code, exc.message, extra={"request_id": request_id})
-    retry = exc.retry_after_s if isinstance(exc, Unavailable) else None
+    retry = exc.retry_after_s if isinstance(exc, Unavailable | RateLimited) else None
     return error_response(exc.status_code, exc.message, exc.code, retry)
 
 

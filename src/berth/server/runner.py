@@ -6,7 +6,6 @@ import os
 import tempfile
 from pathlib import Path
 
-import uvicorn
 from rich.console import Console
 
 from berth.dataplane import DataPlane
@@ -14,13 +13,15 @@ from berth.logs import configure_logging
 from berth.monitoring.metrics import MULTIPROC_ENV, prepare_multiprocess_dir
 from berth.registry import Registry
 from berth.server.app import create_app
+from berth.server.shutdown import GracefulServer, drainer
 from berth.settings import Settings
 
 __all__ = ["run"]
 
 
 def _banner(settings: Settings, dataplane: DataPlane) -> None:
-    base = f"http://{settings.host}:{settings.port}"
+    scheme = "https" if settings.ssl_certfile else "http"
+    base = f"{scheme}://{settings.host}:{settings.port}"
     console = Console(stderr=True)
     console.print(
         f"[bold]Berth[/] serving {', '.join(c.ref for c in dataplane.served.values())} on {base}"
@@ -44,7 +45,10 @@ def _banner(settings: Settings, dataplane: DataPlane) -> None:
 
 
 def run(settings: Settings) -> None:
-    """Serve the configured models until interrupted."""
+    """Serve the configured models until interrupted; a signal drains them first (shutdown.py)."""
+    from berth.server.workers import tls_files, uvicorn_config
+
+    tls_files(settings)  # refuse a bad TLS setting before anything starts
     configure_logging(settings)
     if settings.workers > 1:  # before any metric exists: every worker writes to the shared folder
         shared = (
@@ -63,12 +67,5 @@ def run(settings: Settings) -> None:
 
         serve_workers(settings, dataplane, app)
         return
-    uvicorn.run(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_config=None,
-        access_log=False,
-        lifespan="on",
-        timeout_graceful_shutdown=30,
-    )
+    config = uvicorn_config(app, settings)
+    GracefulServer(config, on_drain=drainer(app), grace_s=settings.shutdown_grace_s).run()

@@ -23,8 +23,10 @@ from types import FrameType
 import uvicorn
 
 from berth.dataplane import DataPlane
+from berth.errors import InvalidInput
 from berth.logs import configure_logging, drain
 from berth.monitoring.metrics import mark_worker_dead
+from berth.server.shutdown import GracefulServer, drainer
 from berth.settings import Settings
 
 __all__ = ["bind_sockets", "serve_workers"]
@@ -56,6 +58,7 @@ def bind_sockets(host: str, port: int, count: int) -> list[socket.socket]:
 
 def uvicorn_config(app: object, settings: Settings) -> uvicorn.Config:
     """The one uvicorn configuration (uvloop and httptools are picked up when installed)."""
+    cert, key = tls_files(settings)
     return uvicorn.Config(
         app,  # type: ignore[arg-type]
         host=settings.host,
@@ -63,8 +66,23 @@ def uvicorn_config(app: object, settings: Settings) -> uvicorn.Config:
         log_config=None,
         access_log=False,
         lifespan="on",
-        timeout_graceful_shutdown=30,
+        timeout_graceful_shutdown=max(1, round(settings.shutdown_timeout_s)),
+        ssl_certfile=cert,
+        ssl_keyfile=key,
     )
+
+
+def tls_files(settings: Settings) -> tuple[str | None, str | None]:
+    """The certificate and key files for HTTPS, or (None, None) for plain HTTP."""
+    cert, key = settings.ssl_certfile, settings.ssl_keyfile
+    if cert is None and key is None:
+        return None, None
+    if cert is None or key is None:
+        raise InvalidInput("HTTPS needs both --ssl-certfile and --ssl-keyfile")
+    for path in (cert, key):
+        if not path.is_file():
+            raise InvalidInput(f"TLS file {path} does not exist")
+    return str(cert), str(key)
 
 
 def _worker(config: uvicorn.Config, sock: socket.socket, settings: Settings) -> None:
@@ -77,7 +95,7 @@ def _worker(config: uvicorn.Config, sock: socket.socket, settings: Settings) -> 
         signal.signal(signal.SIGTERM, _stop)
         configure_logging(settings)
         log.info("worker started", extra={"pid": os.getpid()})
-        server = uvicorn.Server(config)
+        server = GracefulServer(config, drainer(config.app), settings.shutdown_grace_s)
         with contextlib.suppress(_Stopped):
             server.run(sockets=[sock])
         code = 0 if server.started else 3

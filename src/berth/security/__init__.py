@@ -1,0 +1,1 @@
+"""Access control, rate limits and safe artifact loading; protocol-neutral (no FastAPI, no grpc)."""

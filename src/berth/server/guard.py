@@ -1,0 +1,155 @@
+"""Pure ASGI middleware that keeps the server answering: a bound on requests in flight (503 at
+once beyond it), a per-request timeout (504), `Connection: close` while draining, and the
+security headers every response carries."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from berth.errors import BerthError, Overloaded, Timeout
+
+__all__ = ["GuardState", "LoadGuardMiddleware", "SecurityHeadersMiddleware", "send_error"]
+
+
+async def send_error(
+    send: Send, error: BerthError, headers: Iterable[tuple[bytes, bytes]] = ()
+) -> None:
+    """Answer with the one error body, from middleware that runs before the error handlers."""
+    body = orjson.dumps({"error": error.message, "code": error.code})
+    retry = getattr(error, "retry_after_s", None)
+    extra = [(b"retry-after", str(retry).encode())] if retry is not None else []
+    await send(
+        {
+            "type": "http.response.start",
+            "status": error.status_code,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                *extra,
+                *headers,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+@dataclass(slots=True)
+class GuardState:
+    """Live counters of the guard, shared with the runner (draining) and the admin status route."""
+
+    max_in_flight: int
+    in_flight: int = 0
+    shed: int = 0
+    timeouts: int = 0
+    draining: bool = False
+
+
+class LoadGuardMiddleware:
+    """Sheds requests beyond `max_in_flight` with 503 and answers 504 after `timeout_s`.
+
+    Public paths (health, readiness, docs) pass untouched, so probes answer under any load.
+    """
+
+    def __init__(
+        self, app: ASGIApp, state: GuardState, public_paths: frozenset[str], timeout_s: float
+    ) -> None:
+        self.app = app
+        self.state = state
+        self.public_paths = public_paths
+        self.timeout_s = timeout_s
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in self.public_paths:
+            await self.app(scope, receive, send)
+            return
+        state = self.state
+        if state.max_in_flight and state.in_flight >= state.max_in_flight:
+            state.shed += 1
+            await send_error(
+                send,
+                Overloaded(
+                    f"server is at its limit of {state.max_in_flight} requests in flight "
+                    "(BERTH_MAX_IN_FLIGHT): retry shortly"
+                ),
+            )
+            return
+        started = False
+
+        async def send_tracked(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                if state.draining:  # move keep-alive clients to another replica
+                    message["headers"] = [*message.get("headers", []), (b"connection", b"close")]
+            await send(message)
+
+        state.in_flight += 1
+        try:
+            if self.timeout_s:
+                await self._with_timeout(scope, receive, send_tracked, send, lambda: started)
+            else:
+                await self.app(scope, receive, send_tracked)
+        finally:
+            state.in_flight -= 1
+
+    async def _with_timeout(
+        self, scope: Scope, receive: Receive, send_tracked: Send, send: Send, started: Any
+    ) -> None:
+        try:
+            async with asyncio.timeout(self.timeout_s) as deadline:
+                await self.app(scope, receive, send_tracked)
+        except TimeoutError:
+            if not deadline.expired() or started():  # a response already began: just cut it
+                raise
+            self.state.timeouts += 1
+            await send_error(
+                send,
+                Timeout(f"request took longer than {self.timeout_s:g} s (BERTH_REQUEST_TIMEOUT_S)"),
+            )
+
+
+_HEADERS = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+]
+_JSON_ONLY = [
+    (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'"),
+    (b"cache-control", b"no-store"),
+]
+_HSTS = (b"strict-transport-security", b"max-age=31536000")
+
+
+class SecurityHeadersMiddleware:
+    """Adds hardening headers; JSON answers also get a deny-all CSP and `Cache-Control: no-store`
+    (the /docs page keeps loading its scripts)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        https = scope.get("scheme") == "https"
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                present = {name.lower() for name, _ in headers}
+                extra = list(_HEADERS)
+                if (b"content-type", b"application/json") in headers:
+                    extra += _JSON_ONLY
+                if https:
+                    extra.append(_HSTS)
+                headers += [(name, value) for name, value in extra if name not in present]
+                message["headers"] = headers
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)

@@ -1,0 +1,128 @@
+"""Wire keys, rate limits and the load guard into an app, document them in OpenAPI, and report
+their counters on `GET /admin/security`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, FastAPI
+from starlette.responses import Response
+
+from berth.dataplane import DataPlane
+from berth.security.access import requirement_for
+from berth.security.keys import KeyStore, default_keys_path
+from berth.security.ratelimit import build_rate_limiter
+from berth.server.access import AccessMiddleware, RateLimits
+from berth.server.encoding import json_response
+from berth.server.guard import GuardState, LoadGuardMiddleware
+from berth.server.schemas import ErrorBody
+from berth.settings import Settings
+
+__all__ = ["close_protection", "install_protection"]
+
+_ERRORS = {
+    "401": "No API key, or an unknown or revoked one",
+    "403": "The key's scope does not cover this route (or admin off loopback without keys)",
+    "429": "Rate limit exceeded (see Retry-After and the RateLimit-* headers)",
+    "503": "Not ready, overloaded or shutting down (see Retry-After)",
+    "504": "The request took longer than the server's timeout",
+}
+
+
+def install_protection(app: FastAPI, settings: Settings, dataplane: DataPlane) -> None:
+    """Add the access and load-guard middleware (inside the request-id middleware) and the
+    security status route. Call before the outer middleware is added."""
+    public = frozenset(settings.public_paths)
+    store = KeyStore(settings.api_keys_file or default_keys_path(settings.registry))
+    limits = None
+    if settings.rate_limit_key_rate or settings.rate_limit_address_rate:
+        limits = RateLimits(
+            build_rate_limiter(settings.rate_limit_storage, settings.rate_limit_on_storage_error),
+            settings.rate_limit_key_rate,
+            settings.rate_limit_key_burst,
+            settings.rate_limit_address_rate,
+            settings.rate_limit_address_burst,
+        )
+    guard = GuardState(max_in_flight=settings.max_in_flight)
+    app.state.keys, app.state.rate_limits, app.state.guard = store, limits, guard
+    app.include_router(_status_router(store, limits, guard))
+    app.add_middleware(
+        LoadGuardMiddleware, state=guard, public_paths=public, timeout_s=settings.request_timeout_s
+    )
+    app.add_middleware(
+        AccessMiddleware,
+        store=store,
+        limits=limits,
+        public_paths=public,
+        default_model=dataplane.default_name,
+        routes=app.router.routes,
+    )
+    _document(app, public)
+
+
+async def close_protection(app: FastAPI) -> None:
+    limits: RateLimits | None = getattr(app.state, "rate_limits", None)
+    if limits is not None:
+        await limits.limiter.close()
+
+
+def _status_router(store: KeyStore, limits: RateLimits | None, guard: GuardState) -> APIRouter:
+    router = APIRouter()
+
+    @router.get(
+        "/admin/security",
+        tags=["admin"],
+        summary="Counters of access control, rate limits and load shedding (admin)",
+    )
+    async def security_status() -> Response:
+        return json_response(
+            {
+                "api_keys": sum(key.active for key in store.list_keys()),
+                "rate_limit": {
+                    "storage": limits.limiter.name if limits else None,
+                    "limited": limits.limited if limits else 0,
+                    "storage_errors": limits.limiter.storage_errors if limits else 0,
+                },
+                "load": {
+                    "in_flight": guard.in_flight,
+                    "max_in_flight": guard.max_in_flight,
+                    "shed": guard.shed,
+                    "timeouts": guard.timeouts,
+                    "draining": guard.draining,
+                },
+            }
+        )
+
+    return router
+
+
+def _document(app: FastAPI, public: frozenset[str]) -> None:
+    """Declare the key schemes and the access and overload answers of every guarded operation."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        schema = build()
+        if "BearerKey" in schema.get("components", {}).get("securitySchemes", {}):
+            return schema
+        components = schema.setdefault("components", {})
+        components.setdefault("securitySchemes", {}).update(
+            {
+                "BearerKey": {"type": "http", "scheme": "bearer"},
+                "HeaderKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+            }
+        )
+        components.setdefault("schemas", {}).setdefault("ErrorBody", ErrorBody.model_json_schema())
+        error = {
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
+        }
+        for path, operations in schema.get("paths", {}).items():
+            if requirement_for(path, public).need == "public":
+                continue
+            for operation in operations.values():
+                operation["security"] = [{"BearerKey": []}, {"HeaderKey": []}, {}]
+                responses = operation.setdefault("responses", {})
+                for status, text in _ERRORS.items():
+                    responses.setdefault(status, {"description": text, **error})
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
