@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -37,9 +38,16 @@ class RunningServer:
 
 @contextmanager
 def berth_server(
-    registry: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 30.0
+    registry: Path,
+    *args: str,
+    env: dict[str, str] | None = None,
+    timeout: float = 30.0,
+    ca: Path | None = None,
 ) -> Iterator[RunningServer]:
-    """Run `berth --registry REGISTRY serve ARGS --port <free>` until the block ends; waits for /ready."""
+    """Run `berth --registry REGISTRY serve ARGS --port <free>` until the block ends; waits for /ready.
+
+    `ca`: the server speaks HTTPS with a certificate this CA file verifies.
+    """
     port = free_port()
     log_path = registry.parent / f"server-{port}.log"
     full_env = {**os.environ, "BERTH_LOG_FORMAT": "json", **(env or {})}
@@ -60,14 +68,17 @@ def berth_server(
             stderr=subprocess.STDOUT,
             env=full_env,
         )
-    server = RunningServer(f"http://127.0.0.1:{port}", port, process, log_path)
+    scheme = "https" if ca else "http"
+    verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=str(ca)) if ca else True
+    server = RunningServer(f"{scheme}://127.0.0.1:{port}", port, process, log_path)
     try:
         deadline = time.monotonic() + timeout
         while True:
             if process.poll() is not None:
                 raise RuntimeError(f"berth serve exited with {process.returncode}:\n{server.log()}")
             try:
-                if httpx.get(f"{server.url}/ready", timeout=1.0).status_code == 200:
+                ready = httpx.get(f"{server.url}/ready", timeout=1.0, verify=verify)
+                if ready.status_code == 200:
                     break
             except httpx.TransportError:
                 pass
