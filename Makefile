@@ -11,7 +11,7 @@ EXTRAS_TEST := test
 # `docker compose` (v2) where it exists, else docker-compose (v1.29+).
 COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
 
-.PHONY: help venv serve test lint typecheck unit examples proto clean docs-config test-formats constraints monitoring-check bench
+.PHONY: help venv serve test lint typecheck unit examples proto clean docs-config test-formats constraints monitoring-check bench soak
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-22s %s\n", $$1, $$2}'
@@ -76,6 +76,11 @@ monitoring-check: ## promtool check/test of deploy/monitoring (needs Debian's pr
 bench: $(VENV)/.serve ## benchmark Berth vs in-process limits, bare ASGI and peers (needs wrk; BENCH_SECONDS=2 for a quick run)
 	@command -v wrk >/dev/null || { echo "make bench needs wrk: apt-get install -y wrk"; exit 1; }
 	$(BIN)/python bench/run.py
+
+SOAK_SECONDS ?= 180
+soak: $(VENV)/.test ## soak (steady rate, $(SOAK_SECONDS) s) then overload and recovery, on loopback with hey; not in `make test`
+	@command -v hey >/dev/null || { echo "make soak needs hey: apt-get install -y hey"; exit 1; }
+	$(BIN)/python -m tests.soak --seconds $(SOAK_SECONDS)
 
 clean: ## remove the virtual environment and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build dist
