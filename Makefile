@@ -78,7 +78,7 @@ bench: $(VENV)/.serve ## benchmark Berth vs in-process limits, bare ASGI and pee
 	$(BIN)/python bench/run.py
 
 SOAK_SECONDS ?= 180
-soak: $(VENV)/.test ## soak (steady rate, $(SOAK_SECONDS) s) then overload and recovery, on loopback with hey; not in `make test`
+soak: $(VENV)/.test ## steady soak (SOAK_SECONDS, 180 by default), overload, recovery: hey on loopback; not in `make test`
 	@command -v hey >/dev/null || { echo "make soak needs hey: apt-get install -y hey"; exit 1; }
 	$(BIN)/python -m tests.soak --seconds $(SOAK_SECONDS)
 
