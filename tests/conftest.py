@@ -49,12 +49,19 @@ ClientFactory = Callable[..., AbstractContextManager[TestClient]]
 
 @pytest.fixture
 def make_client() -> ClientFactory:
-    """`with make_client(registry, models=[...], **settings) as client:` runs the app's lifespan."""
+    """`with make_client(registry, models=[...], **settings) as client:` runs the app's lifespan.
+
+    Requests come from 127.0.0.1 (as from a local user: admin routes answer while no API key
+    exists); `client=("203.0.113.9", 4000)` makes them come from elsewhere.
+    """
 
     @contextmanager
-    def factory(registry: Registry, **overrides: Any) -> Iterator[TestClient]:
+    def factory(
+        registry: Registry, client: tuple[str, int] = ("127.0.0.1", 50000), **overrides: Any
+    ) -> Iterator[TestClient]:
         settings = Settings(registry=registry.root, **overrides)
-        with TestClient(create_app(settings), raise_server_exceptions=False) as client:
-            yield client
+        app = create_app(settings)
+        with TestClient(app, raise_server_exceptions=False, client=client) as test_client:
+            yield test_client
 
     return factory

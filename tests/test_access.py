@@ -29,7 +29,7 @@ def two_models(registry: Registry) -> Registry:
 
 @pytest.fixture
 def client(two_models: Registry, make_client: ClientFactory) -> Iterator[TestClient]:
-    with make_client(two_models, default_model="alpha") as client:
+    with make_client(two_models, default_model="alpha", client=("203.0.113.9", 4000)) as client:
         client.app.state.keys.check_interval_s = 0  # type: ignore[attr-defined]
         yield client
 
@@ -41,7 +41,7 @@ def _store(registry: Registry) -> KeyStore:
 def test_open_mode_serves_inference_and_refuses_admin_off_loopback(client: TestClient) -> None:
     assert client.post("/predict", json=ONE).json()["prediction"] == 6.0
     assert client.post("/models/beta/predict", json=ONE).status_code == 200
-    # TestClient's peer address is "testclient", not loopback
+    # this client calls from 203.0.113.9, not loopback
     response = client.get("/admin/security")
     assert response.status_code == 403
     assert response.json()["code"] == "forbidden"

@@ -41,6 +41,9 @@ def _schemathesis(url: str, folder: Path, max_examples: int, *extra: str) -> str
             "1",
             "--request-timeout",
             "10",
+            # unloading a model makes it answer 503 by design, for every later case
+            "--exclude-path-regex",
+            "/unload$",
             *extra,
         ],
         cwd=folder,
@@ -58,8 +61,9 @@ def _every_operation_tested(output: str) -> None:
     selected = re.search(r"Selected: (\d+)/(\d+)", output)
     tested = re.search(r"Tested: (\d+)", output)
     assert selected and tested, output[-3000:]
-    assert selected[1] == selected[2] == tested[1], output[-3000:]
-    assert int(tested[1]) >= 13
+    assert selected[1] == tested[1], output[-3000:]
+    assert int(selected[2]) - int(selected[1]) == 1  # all but unload
+    assert int(tested[1]) >= 30
 
 
 @pytest.mark.e2e

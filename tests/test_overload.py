@@ -37,7 +37,7 @@ def test_beyond_max_in_flight_answers_503_at_once_and_health_still_answers(
 ) -> None:
     register_fake(registry, "slow", behaviour="slow", delay_s="0.6")
     env = {"BERTH_MAX_IN_FLIGHT": "4", "BERTH_PREDICT_THREADS": "4"}
-    with berth_server(registry.root, env=env, fakes=True) as server:
+    with berth_server(registry.root, env=env) as server:
 
         async def scenario() -> tuple[list[tuple[int, float, httpx.Response]], float, int]:
             load = asyncio.ensure_future(_burst(server.url, 10))
@@ -65,7 +65,7 @@ def test_beyond_max_in_flight_answers_503_at_once_and_health_still_answers(
 @pytest.mark.e2e
 def test_request_timeout_answers_504(registry: Registry) -> None:
     register_fake(registry, "slow", behaviour="slow", delay_s="3.0")
-    with berth_server(registry.root, env={"BERTH_REQUEST_TIMEOUT_S": "0.3"}, fakes=True) as server:
+    with berth_server(registry.root, env={"BERTH_REQUEST_TIMEOUT_S": "0.3"}) as server:
         started = time.perf_counter()
         response = httpx.post(f"{server.url}/predict", json=ONE, timeout=5)
         elapsed = time.perf_counter() - started
@@ -125,7 +125,7 @@ def test_sigterm_under_load_loses_no_accepted_request(registry: Registry) -> Non
     env = {"BERTH_SHUTDOWN_GRACE_S": "1", "BERTH_PREDICT_THREADS": "8"}
     outcomes: list[Outcome] = []
     lock = threading.Lock()
-    with berth_server(registry.root, env=env, fakes=True) as server:
+    with berth_server(registry.root, env=env) as server:
 
         def client_loop() -> None:
             with httpx.Client(timeout=10) as client:

@@ -148,8 +148,8 @@ def test_two_server_processes_share_one_limit_through_redis(registry: Registry) 
     }
     headers = {"Authorization": f"Bearer {token}"}
     with (
-        berth_server(registry.root, env=env, fakes=True) as one,
-        berth_server(registry.root, env=env, fakes=True) as two,
+        berth_server(registry.root, env=env) as one,
+        berth_server(registry.root, env=env) as two,
     ):
         answers = [
             httpx.post(f"{server.url}/predict", json=ONE, headers=headers)

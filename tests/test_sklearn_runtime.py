@@ -13,6 +13,7 @@ import joblib
 import numpy as np
 import pandas as pd
 import pytest
+import sklearn
 import skops.io
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.datasets import make_classification
@@ -169,10 +170,15 @@ def test_skops_refuses_untrusted_types(tmp_path: Path) -> None:
     assert card.classes == [0, 1]
 
 
-def _mark_old_sklearn(registry: Registry) -> None:
+def _older_minor() -> str:
+    major, minor = (int(part) for part in sklearn.__version__.split(".")[:2])
+    return f"{major}.{minor - 1 if minor else minor + 1}.0"
+
+
+def _mark_old_sklearn(registry: Registry, version: str = "") -> None:
     card_path = registry.path("m", 1) / "model.json"
     data = json.loads(card_path.read_text())
-    data["libraries"]["scikit-learn"] = "0.24.2"
+    data["libraries"]["scikit-learn"] = version or _older_minor()
     card_path.write_text(json.dumps(data))
 
 
@@ -185,9 +191,13 @@ def test_library_version_mismatch_warns_or_refuses(
     with caplog.at_level(logging.WARNING, logger="berth"):
         prediction = _predict(registry, {"features": x[0].tolist()})
     assert prediction.outputs.labels is not None
-    assert "registered with scikit-learn 0.24.2" in caplog.text
+    assert f"registered with scikit-learn {_older_minor()}" in caplog.text
     with pytest.raises(LibraryVersionMismatch, match="BERTH_STRICT_LIBRARY_VERSIONS"):
         _predict(registry, {"features": x[0].tolist()}, strict_library_versions=True)
+    _mark_old_sklearn(registry, "0.24.2")  # another major version: refused unless forced
+    with pytest.raises(LibraryVersionMismatch, match="BERTH_FORCE_LIBRARY_VERSIONS"):
+        _predict(registry, {"features": x[0].tolist()})
+    assert _predict(registry, {"features": x[0].tolist()}, force_library_versions=True).outputs
 
 
 def test_tampered_artifact_is_refused_at_load(registry: Registry, tmp_path: Path) -> None:

@@ -57,7 +57,7 @@ def test_serves_https_with_hsts(registry: Registry, tmp_path: Path) -> None:
     register_fake(registry, "alpha")
     cert, key = _self_signed(tmp_path)
     args = ("--ssl-certfile", str(cert), "--ssl-keyfile", str(key))
-    with berth_server(registry.root, *args, fakes=True, ca=cert) as server:
+    with berth_server(registry.root, *args, ca=cert) as server:
         assert server.url.startswith("https://")
         verify = ssl.create_default_context(cafile=str(cert))
         response = httpx.post(f"{server.url}/predict", json={"features": [1, 2, 3]}, verify=verify)

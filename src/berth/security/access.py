@@ -18,8 +18,9 @@ __all__ = ["Requirement", "authorize", "is_loopback", "requirement_for"]
 
 Need = Literal["public", "predict", "admin"]
 
-# Inference and model metadata. Every path not listed here (and not public) needs an admin key,
-# so a route added later is protected until someone decides otherwise.
+# Inference and model metadata (simple JSON, V1 and V2), and feedback. Every path not listed here
+# (and not public) needs an admin key: traffic routes, experiments, the V2 repository extension,
+# and any route added later until someone decides otherwise.
 _PREDICT = [
     re.compile(p)
     for p in (
@@ -28,8 +29,10 @@ _PREDICT = [
         r"^/models$",
         r"^/models/(?P<model>[^/]+)(?:/versions/[^/]+)?(?:/predict(?:/batch)?)?$",
         r"^/feedback$",
-        r"^/v2$",
+        r"^/v2(?:/models)?$",
         r"^/v2/models/(?P<model>[^/]+)(?:/versions/[^/]+)?(?:/ready|/infer)?$",
+        r"^/v1/models$",
+        r"^/v1/models/(?P<model>[^/:]+)(?:/versions/[^/:]+)?(?::predict)?$",
     )
 ]
 

@@ -112,17 +112,36 @@ def _document(app: FastAPI, public: frozenset[str]) -> None:
             }
         )
         components.setdefault("schemas", {}).setdefault("ErrorBody", ErrorBody.model_json_schema())
-        error = {
-            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
-        }
         for path, operations in schema.get("paths", {}).items():
             if requirement_for(path, public).need == "public":
                 continue
-            for operation in operations.values():
+            for method, operation in operations.items():
                 operation["security"] = [{"BearerKey": []}, {"HeaderKey": []}, {}]
-                responses = operation.setdefault("responses", {})
-                for status, text in _ERRORS.items():
-                    responses.setdefault(status, {"description": text, **error})
+                _document_errors(method, operation.setdefault("responses", {}))
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _json(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"content": {"application/json": {"schema": schema}}}
+
+
+def _document_errors(method: str, responses: dict[str, Any]) -> None:
+    """Add the answers every guarded operation can give, where the route did not say already."""
+    error = {"$ref": "#/components/schemas/ErrorBody"}
+    for status, text in _ERRORS.items():
+        if status == "503":
+            # readiness routes answer 503 with their own body; everything else with an ErrorBody
+            ok = responses.get("200", {}).get("content", {}).get("application/json", {})
+            own = ok.get("schema", {})
+            responses.setdefault(status, {"description": text, **_json({"anyOf": [error, own]})})
+        else:
+            responses.setdefault(status, {"description": text, **_json(error)})
+    if method in ("post", "put", "patch"):  # a body that is not JSON at all
+        minimal = {
+            "type": "object",
+            "required": ["error"],
+            "properties": {"error": {"type": "string"}},
+        }
+        responses.setdefault("400", {"description": "Malformed request body", **_json(minimal)})

@@ -181,14 +181,22 @@ def _add_repository_routes(router: APIRouter, dataplane: DataPlane) -> None:
             ]
         )
 
-    @router.post("/repository/models/{name}/load", summary="Load a served model (again)")
+    @router.post(
+        "/repository/models/{name}/load",
+        summary="Load a served model (again)",
+        response_class=Response,  # 200 with an empty body, as the protocol says
+    )
     async def load(request: Request, name: str) -> Response:
         parameters = (await _optional_json(request)).get("parameters") or {}
         inference.check_load_parameters(parameters)
         await dataplane.load_model(name)
         return Response(status_code=200)
 
-    @router.post("/repository/models/{name}/unload", summary="Unload a model (503 until loaded)")
+    @router.post(
+        "/repository/models/{name}/unload",
+        summary="Unload a model (503 until loaded)",
+        response_class=Response,
+    )
     async def unload(request: Request, name: str) -> Response:
         await _optional_json(request)
         dataplane.unload_model(name)
