@@ -90,7 +90,9 @@ class Settings(BaseSettings):
     """Refuse to load a model registered under a different scikit-learn minor version (otherwise a
     warning is logged)."""
 
-    trusted_modules: CsvList = Field(default_factory=lambda: ["sklearn", "numpy", "scipy"])
+    trusted_modules: CsvList = Field(
+        default_factory=lambda: ["sklearn", "numpy", "scipy", "xgboost", "lightgbm"]
+    )
     """Modules whose types a skops file may contain, and (with `pickle_policy=restricted`) whose
     classes a pickle or joblib file may name (comma-separated; a package covers its submodules,
     `pkg.mod.Class` names one class)."""
