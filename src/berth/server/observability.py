@@ -7,7 +7,7 @@ from importlib import resources
 from typing import Any
 
 from fastapi import APIRouter, Query
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import HTMLResponse, PlainTextResponse, Response
 
 from berth.dataplane import DataPlane
 from berth.errors import NotFound
@@ -28,7 +28,12 @@ def build_monitoring_router(dataplane: DataPlane) -> APIRouter:
     router = APIRouter()
     monitor = dataplane.monitor
 
-    @router.get("/metrics", tags=["monitoring"], summary="Prometheus metrics (text format)")
+    @router.get(
+        "/metrics",
+        tags=["monitoring"],
+        summary="Prometheus metrics (text format)",
+        response_class=PlainTextResponse,
+    )
     async def metrics() -> Response:
         body = await asyncio.to_thread(monitor.metrics.render)
         return Response(body, media_type=CONTENT_TYPE_LATEST)
@@ -66,7 +71,12 @@ def build_monitoring_router(dataplane: DataPlane) -> APIRouter:
         )
         return json_response({"predictions": rows, "count": len(rows)})
 
-    @router.get("/dashboard", tags=["monitoring"], summary="A live dashboard page")
+    @router.get(
+        "/dashboard",
+        tags=["monitoring"],
+        summary="A live dashboard page",
+        response_class=HTMLResponse,
+    )
     async def dashboard() -> HTMLResponse:
         return HTMLResponse(_dashboard_html())
 

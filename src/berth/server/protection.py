@@ -117,7 +117,7 @@ def _document(app: FastAPI, public: frozenset[str]) -> None:
                 continue
             for method, operation in operations.items():
                 operation["security"] = [{"BearerKey": []}, {"HeaderKey": []}, {}]
-                _document_errors(method, operation.setdefault("responses", {}))
+                _document_errors(method, operation.setdefault("responses", {}), "{" in path)
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
@@ -127,9 +127,11 @@ def _json(schema: dict[str, Any]) -> dict[str, Any]:
     return {"content": {"application/json": {"schema": schema}}}
 
 
-def _document_errors(method: str, responses: dict[str, Any]) -> None:
+def _document_errors(method: str, responses: dict[str, Any], names_something: bool) -> None:
     """Add the answers every guarded operation can give, where the route did not say already."""
     error = {"$ref": "#/components/schemas/ErrorBody"}
+    # the simple API answers an ErrorBody, the protocol routes {"error": ...}: both fit this
+    minimal = {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}}
     for status, text in _ERRORS.items():
         if status == "503":
             # readiness routes answer 503 with their own body; everything else with an ErrorBody
@@ -139,9 +141,6 @@ def _document_errors(method: str, responses: dict[str, Any]) -> None:
         else:
             responses.setdefault(status, {"description": text, **_json(error)})
     if method in ("post", "put", "patch"):  # a body that is not JSON at all
-        minimal = {
-            "type": "object",
-            "required": ["error"],
-            "properties": {"error": {"type": "string"}},
-        }
         responses.setdefault("400", {"description": "Malformed request body", **_json(minimal)})
+    if names_something:  # a model or version in the path that does not exist
+        responses.setdefault("404", {"description": "Unknown model or version", **_json(minimal)})
