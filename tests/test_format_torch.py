@@ -131,9 +131,13 @@ def test_torch_registration_errors(tmp_path: Path, registry: Registry) -> None:
 
 
 def test_pytorch_estimator_registers_like_any_estimator(
-    tmp_path: Path, registry: Registry, make_client: ClientFactory
+    tmp_path: Path, registry: Registry, make_client: ClientFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from berth.estimators import PyTorchClassifier, PyTorchRegressor
+
+    # a pickled estimator rebuilds torch tensors with torch functions, which the default restricted
+    # unpickler refuses: whoever registers it must say they trust the file
+    monkeypatch.setenv("BERTH_PICKLE_POLICY", "trusted")
 
     data = load_iris()
     x = (data.data - data.data.mean(axis=0)) / data.data.std(axis=0)
