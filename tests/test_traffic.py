@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections import Counter
 from typing import Any
@@ -146,6 +147,10 @@ def test_a_broken_candidate_is_never_served(
         )
         assert "sha256 of fake.bin" in event["message"]
         assert "still serving" in event["message"]
+        metrics = client.get("/metrics").text
+        assert re.search(
+            r'berth_traffic_events_total\{event="refresh_failed",model="m"\} [1-9]', metrics
+        )
 
 
 def test_promotion_and_rollback_switch_versions(
@@ -183,6 +188,8 @@ def test_auto_rollback_zeroes_a_failing_canary(
             e["event"] == "auto_rollback" and "canary weight set to 0" in e["message"]
             for e in events
         )
+        metrics = client.get("/metrics").text
+        assert 'berth_traffic_events_total{event="auto_rollback",model="m"} 1.0' in metrics
     stored = registry.route("m")
     assert stored is not None
     assert stored["weights"] == {"production": 50, "canary": 0}

@@ -574,6 +574,7 @@ class DataPlane:
     def _event(self, name: str, kind: str, message: str, level: int = logging.INFO) -> None:
         event = {"model": name, "event": kind, "message": message, "time": time.time()}
         self.events.append(event)
+        self.monitor.metrics.traffic_events.labels(name, kind).inc()
         log.log(level, message, extra={"model": name, "event": kind})
 
     # -- model control (the V2 repository extension) ----------------------------------------

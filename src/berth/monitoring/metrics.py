@@ -177,6 +177,13 @@ class Metrics:
             buckets=LOAD_BUCKETS,
             registry=r,
         )
+        self.traffic_events = Counter(
+            "berth_traffic_events",
+            "Traffic changes and failures: switched, refresh_failed (a version that would not load "
+            "or warm up; the old one kept serving), auto_rollback.",
+            ["model", "event"],
+            registry=r,
+        )
         self.prediction_log_records = Counter(
             "berth_prediction_log_records",
             "Prediction-log records by outcome: written, spilled, replayed, dropped.",
