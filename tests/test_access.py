@@ -16,6 +16,7 @@ from berth.security.keys import KeyStore, default_keys_path
 from tests.conftest import ClientFactory
 from tests.fakes import register_fake
 from tests.servers import berth_server
+from tests.test_metrics import value
 
 ONE = {"features": [1.0, 2.0, 3.0]}
 
@@ -108,6 +109,11 @@ def test_with_keys_every_outcome(client: TestClient, two_models: Registry) -> No
     revoked = call("GET", "/admin/security", admin)
     assert revoked.status_code == 401
     assert revoked.json()["error"] == "invalid or revoked API key"
+
+    metrics = call("GET", "/metrics").text
+    http = {"protocol": "http"}
+    assert value(metrics, "berth_access_denied_total", reason="unauthorized", **http) == 4
+    assert value(metrics, "berth_access_denied_total", reason="forbidden", **http) == 3
 
 
 def test_openapi_documents_keys_and_errors(client: TestClient) -> None:

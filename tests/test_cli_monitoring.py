@@ -80,6 +80,23 @@ def test_drift_report_html(logged: Registry, tmp_path: Path) -> None:
     )
 
 
+def test_drift_report_html_shows_the_oov_rate_of_text(
+    examples_registry: Registry, make_client: ClientFactory, tmp_path: Path
+) -> None:
+    with make_client(examples_registry) as client:
+        for i in range(20):
+            text = f"zorgle blampf quintessa number{i} frobnicated"
+            assert client.post("/models/intent/predict", json={"text": text}).status_code == 200
+    out = tmp_path / "intent.html"
+    output = _run(examples_registry, "drift", "report", "intent", "-o", str(out))
+    assert "20 logged rows" in output
+    page = out.read_text()
+    section = page[page.index('id="feature-text_oov_rate"') :]
+    section = section[: section.index("</section>")]
+    assert "drifted" in section
+    assert "mean 0 (reference) → 1 (live)" in section
+
+
 def test_bad_since_is_a_clear_error(logged: Registry) -> None:
     result = CliRunner().invoke(
         cli, ["--registry", str(logged.root), "predictions", "export", "regression", "--since", "x"]

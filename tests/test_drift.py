@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from berth.monitoring.drift import compare, ks_binned, live_fractions, psi
+from berth.monitoring.drift import DriftWindow, compare, ks_binned, live_fractions, psi
 from berth.monitoring.reference import reference_statistics
 from berth.registry import Registry
+from berth.runtimes import Vocabulary
 from berth.types import Outputs
 from tests.conftest import ClientFactory
 from tests.fakes import register_fake
@@ -85,6 +86,64 @@ def test_text_model_drift_on_lengths(
         for _ in range(60):
             client.post("/models/intent/predict", json={"text": long_text})
         report = client.get("/models/intent/drift").json()
-    assert set(report["features"]) == {"text_chars", "text_words"}
+    assert set(report["features"]) == {"text_chars", "text_words", "text_oov_rate"}
     assert report["features"]["text_chars"]["psi"] > 0.2
+    assert report["features"]["text_oov_rate"]["live_mean"] > 0.8  # "please" is not in it
     assert report["prediction"]["ks"] is None  # classes have no order
+
+
+KNOWN = ["I want to cancel my subscription", "Hi, How are you?", "Great service!"]
+UNKNOWN = [
+    "Zorgle blampf quintessa frobnicated the wibbly gronk",
+    "Snarfle vortex kerplunk mimsy borogoves outgrabe",
+    "Quixlet dravonian plumbus schleem grumbo fleeb",
+]
+
+
+def test_text_reference_records_the_oov_rate_of_the_vectorizer(
+    examples_registry: Registry,
+) -> None:
+    oov = examples_registry.card("intent").reference["text"]["oov_rate"]
+    assert oov["bin_edges"] == [i / 10 for i in range(11)]
+    assert oov["count"] > 100
+    assert oov["mean"] < 0.05  # held-out texts of the same templates: words the model knows
+
+
+@pytest.mark.parametrize(("texts", "shifted"), [(KNOWN, False), (UNKNOWN, True)])
+def test_unknown_words_raise_the_oov_rate(
+    examples_registry: Registry, make_client: ClientFactory, texts: list[str], shifted: bool
+) -> None:
+    with make_client(examples_registry, drift_min_rows=60, prediction_log=False) as client:
+        for i in range(60):
+            response = client.post("/models/intent/predict", json={"text": texts[i % 3]})
+            assert response.status_code == 200
+        oov = client.get("/models/intent/drift").json()["features"]["text_oov_rate"]
+        metrics = client.get("/metrics").text
+    gauges = {
+        s.labels["feature"]: s.value
+        for f in text_string_to_metric_families(metrics)
+        if f.name == "berth_drift_psi"
+        for s in f.samples
+        if s.labels["model"] == "intent"
+    }
+    assert gauges["text_oov_rate"] == pytest.approx(oov["psi"])
+    if shifted:
+        assert oov["psi"] > 0.2
+        assert oov["live_mean"] > 0.5
+        assert oov["live"][-1] > 0.5  # most texts: (nearly) every word unknown
+    else:
+        assert oov["psi"] < 0.1
+        assert oov["live_mean"] == 0.0
+        assert oov["live"][0] == 1.0
+
+
+def test_a_failing_analyzer_leaves_the_other_text_features(examples_registry: Registry) -> None:
+    def analyze(text: str) -> list[str]:
+        raise ValueError("broken analyzer")
+
+    card = examples_registry.card("intent")
+    window = DriftWindow(card, 100, Vocabulary(analyze=analyze, terms=set()))
+    window.add(KNOWN * 10, Outputs(labels=["complaint"] * 30))
+    report = window.report()
+    assert set(report["features"]) == {"text_chars", "text_words"}
+    assert report["window_rows"] == 30

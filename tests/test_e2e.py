@@ -77,8 +77,11 @@ def test_real_server_routes_headers_and_logs(examples_registry: Registry) -> Non
         # uvicorn shuts down gracefully, then re-raises the signal it caught
         assert server.process.wait(timeout=15) in (0, -15)
         records = [json.loads(line) for line in server.log().splitlines() if line.startswith("{")]
-    predictions = [r for r in records if r.get("logger") == "berth.predictions"]
+    # one line per request: the access line carries the prediction's outcome and rows
+    predictions = [r for r in records if r.get("logger") == "berth.access" and r.get("outcome")]
+    assert not [r for r in records if r.get("logger") == "berth.predictions"]
     first = next(r for r in predictions if r["request_id"] == "e2e-1")
+    assert first["rows"] == 1
     assert first["model"] == "tabular"
     assert first["version"] == 1
     assert first["outcome"] == "ok"

@@ -16,6 +16,7 @@ from berth.security.ratelimit import MemoryRateLimiter, RedisRateLimiter
 from tests.conftest import ClientFactory
 from tests.fakes import register_fake
 from tests.servers import berth_server, free_port
+from tests.test_metrics import value
 
 ONE = {"features": [1.0, 2.0, 3.0]}
 REDIS_URL = os.environ.get("BERTH_TEST_REDIS_URL")
@@ -71,6 +72,9 @@ def test_address_limit_answers_429_with_headers(
         assert client.get("/admin/security").status_code == 429
         status = client.app.state.rate_limits  # type: ignore[attr-defined]
         assert status.limited == 2
+        metrics = client.get("/metrics").text
+        assert value(metrics, "berth_rate_limited_total", scope="address", protocol="http") == 2
+        assert value(metrics, "berth_rate_limited_total", scope="key", protocol="http") == 0
 
 
 def test_key_bucket_is_separate_from_the_address_bucket(
@@ -116,6 +120,7 @@ def test_unreachable_redis_fails_open_or_closed_and_is_counted(
         limits = client.app.state.rate_limits  # type: ignore[attr-defined]
         assert limits.limiter.storage_errors == 5
         assert limits.limited == 0
+        assert value(client.get("/metrics").text, "berth_rate_limit_storage_errors_total") == 5
     assert any("rate-limit storage unreachable" in r.getMessage() for r in caplog.records)
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from collections import Counter
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -195,6 +197,19 @@ def test_auto_rollback_zeroes_a_failing_canary(
     assert stored["weights"] == {"production": 50, "canary": 0}
 
 
+@pytest.fixture(params=["access log at info", "access log quiet"])
+def access_log_level(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Both ways the access logger can be set: at info (as `berth serve` sets it), the access line
+    carries each prediction's outcome; otherwise the data plane logs a line of its own. Variant
+    statistics must be recorded either way."""
+    logger = logging.getLogger("berth.access")
+    before = logger.level
+    logger.setLevel(logging.INFO if request.param == "access log at info" else logging.WARNING)
+    yield
+    logger.setLevel(before)
+
+
+@pytest.mark.usefixtures("access_log_level")
 def test_experiment_report_with_feedback(registry: Registry, make_client: ClientFactory) -> None:
     register_fake(registry, "m", "parity")
     register_fake(registry, "m", "parity", alias="b")

@@ -26,6 +26,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
+from prometheus_client.parser import text_string_to_metric_families
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
@@ -315,6 +316,50 @@ def test_a_failing_model_is_internal_without_details(triton: Any) -> None:
     assert caught.value.message() == (
         "model failing@1 failed to predict; the server log has the details (request id f-1)"
     )
+
+
+def grpc_requests(server: Servers) -> dict[tuple[str, str, str, str], float]:
+    """`berth_requests_total` of gRPC calls: (endpoint, model, version, status class) -> count."""
+    text = httpx.get(f"{server.url}/metrics", timeout=10).text
+    return {
+        (s.labels["endpoint"], s.labels["model"], s.labels["version"], s.labels["status_class"]): (
+            s.value
+        )
+        for family in text_string_to_metric_families(text)
+        if family.name == "berth_requests"
+        for s in family.samples
+        if s.name == "berth_requests_total" and s.labels["endpoint"].startswith("grpc:")
+    }
+
+
+def test_grpc_calls_are_counted_like_http_requests(server: Servers) -> None:
+    before = grpc_requests(server)
+    client = grpcclient.InferenceServerClient(server.grpc)
+    text = [tensor(client, "text", texts(TEXTS[:1]), "BYTES")]
+    for _ in range(3):
+        client.infer("intent", text)
+    ones = [tensor(client, "features", np.ones((1, 3)), "FP64")]
+    for model, inputs in (("nope", text), ("failing", ones)):
+        with pytest.raises(InferenceServerException):
+            client.infer(model, inputs)
+    assert client.is_server_live()
+    client.close()
+    with grpc.insecure_channel(server.grpc) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        with pytest.raises(grpc.RpcError):
+            health.Check(health_pb2.HealthCheckRequest(service="nope"))
+    after = grpc_requests(server)
+    delta = {k: v - before.get(k, 0.0) for k, v in after.items() if v != before.get(k, 0.0)}
+    assert delta == {
+        ("grpc:ModelInfer", "intent", "1", "2xx"): 3,
+        ("grpc:ModelInfer", "", "", "4xx"): 1,  # NOT_FOUND: no model was reached
+        ("grpc:ModelInfer", "failing", "1", "5xx"): 1,  # INTERNAL
+        ("grpc:ServerLive", "", "", "2xx"): 1,
+        ("grpc:Check", "", "", "4xx"): 1,
+    }
+    metrics = httpx.get(f"{server.url}/metrics", timeout=10).text
+    histogram = 'berth_request_duration_seconds_count{endpoint="grpc:ModelInfer",model="intent"'
+    assert histogram in metrics
 
 
 def test_messages_above_4mb_reach_the_server(server: Servers) -> None:

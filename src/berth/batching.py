@@ -29,6 +29,7 @@ __all__ = [
     "BatchObserver",
     "BatchPolicy",
     "BatchStats",
+    "BatchTicket",
     "Batcher",
     "batch_policy",
     "merge_batches",
@@ -40,11 +41,11 @@ __all__ = [
 class BatchPolicy:
     """How one model version batches: rows per batch, wait, queue bound, concurrent batches."""
 
-    max_rows: int = 256
+    max_rows: int = 1024
     max_wait_s: float = 0.002
     queue_rows: int = 4096
     max_concurrent: int = 1
-    inline_max_s: float = 0.001
+    inline_max_s: float = 0.002
 
 
 def batch_policy(settings: Settings, model: str) -> BatchPolicy | None:
@@ -103,10 +104,23 @@ class BatchStats:
 
 
 @dataclass(slots=True)
+class BatchTicket:
+    """Filled in for a caller that asks (tracing): when its batch left the queue, and its size."""
+
+    dispatched: float = 0.0
+    """`time.perf_counter()` when the batch was handed to the model."""
+    finished: float = 0.0
+    """... when the model's outputs were back on the event loop."""
+    rows: int = 0
+    requests: int = 0
+
+
+@dataclass(slots=True)
 class _Pending:
     batch: Batch
     rows: int
     future: asyncio.Future[Outputs]
+    ticket: BatchTicket | None = None
     arrived: float = field(default_factory=time.perf_counter)
 
 
@@ -139,8 +153,9 @@ class Batcher:
     def in_flight(self) -> int:
         return self._in_flight
 
-    async def submit(self, batch: Batch) -> Outputs:
-        """Queue `batch` (one request's rows) and return the outputs of exactly those rows."""
+    async def submit(self, batch: Batch, ticket: BatchTicket | None = None) -> Outputs:
+        """Queue `batch` (one request's rows) and return the outputs of exactly those rows;
+        `ticket`, when given, is filled in when the batch leaves the queue."""
         rows = len(batch)
         if self._queued_rows + rows > self.policy.queue_rows and self._queue:
             self.stats.rejected += 1
@@ -148,7 +163,7 @@ class Batcher:
                 f"the batch queue is full ({self._queued_rows} rows waiting): retry shortly"
             )
         loop = asyncio.get_running_loop()
-        item = _Pending(batch, rows, loop.create_future())
+        item = _Pending(batch, rows, loop.create_future(), ticket)
         lone = not self._queue and self._in_flight == 0
         self._queue.append(item)
         self._queued_rows += rows
@@ -221,6 +236,10 @@ class Batcher:
         stats.total_wait_s += sum(waits)
         if self.observer is not None:
             self.observer(rows, len(items), waits)
+        for item in items:
+            if item.ticket is not None:
+                item.ticket.dispatched, item.ticket.rows = started, rows
+                item.ticket.requests = len(items)
         merged = items[0].batch if len(items) == 1 else merge_batches([i.batch for i in items])
         if self._runs_inline(rows):
             try:
@@ -264,6 +283,11 @@ class Batcher:
     def _finish(
         self, items: list[_Pending], outputs: Outputs | None, error: BaseException | None
     ) -> None:
+        finished = 0.0
+        for item in items:
+            if item.ticket is not None:
+                finished = finished or time.perf_counter()
+                item.ticket.finished = finished
         if outputs is not None:
             try:
                 sizes = [i.rows for i in items]

@@ -23,7 +23,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from berth.batching import Batcher, batch_policy
+from berth.batching import Batcher, BatchTicket, batch_policy
 from berth.errors import (
     BerthError,
     InvalidInput,
@@ -33,6 +33,7 @@ from berth.errors import (
     NotReady,
     RegistryError,
 )
+from berth.monitoring.context import current_request
 from berth.monitoring.experiments import ExperimentBook, agree
 from berth.monitoring.monitor import Monitor
 from berth.registry import Registry, parse_ref
@@ -146,6 +147,7 @@ class DataPlane:
         )
         """Called for every merged batch with (card, rows, requests, queue waits in seconds)."""
         self.ready = False
+        self._tickets = self.monitor.tracing is not None  # batch details for the trace spans
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -157,7 +159,7 @@ class DataPlane:
         for name in self.served:
             await self.refresh(name, initial=True)
         for entry in list(self._loaded.values()):  # also those loaded before a fork
-            self.monitor.loaded(entry.card)
+            self.monitor.loaded(entry.card, vocabulary=entry.model.vocabulary())
         self.ready = True
         if self.settings.refresh_interval_s > 0:
             self._spawn(self._watch())
@@ -283,7 +285,8 @@ class DataPlane:
         try:
             batch = decode()
             decoded = time.perf_counter()
-            outputs = await self._run(entry, batch, request_id)
+            ticket = self._ticket() if self._tickets else None
+            outputs = await self._run(entry, batch, request_id, ticket)
         except BerthError as exc:
             self._observe(name, variant, entry, started, exc.code, None, request_id)
             self.monitor.failed(entry.card, request_id, exc.code, started, variant)
@@ -332,11 +335,25 @@ class DataPlane:
         entry.batcher = batcher
         return batcher
 
-    async def _run(self, entry: LoadedModel, batch: Batch, request_id: str) -> Outputs:
+    def _ticket(self) -> BatchTicket | None:
+        """A ticket the batcher fills in for the current request's record (for its spans)."""
+        record = current_request.get()
+        if record is None:
+            return None
+        record.batch = BatchTicket()
+        return record.batch
+
+    async def _run(
+        self,
+        entry: LoadedModel,
+        batch: Batch,
+        request_id: str,
+        ticket: BatchTicket | None = None,
+    ) -> Outputs:
         batcher = self._batcher(entry)
         try:
             if batcher is not None:
-                return await batcher.submit(batch)
+                return await batcher.submit(batch, ticket)
             loop = asyncio.get_running_loop()
             return await loop.run_in_executor(self._executor, entry.model.predict, batch)
         except BerthError:
@@ -365,19 +382,24 @@ class DataPlane:
         outputs: Outputs | None,
         request_id: str,
     ) -> None:
+        rows = len(outputs) if outputs is not None else 0
         latency = time.perf_counter() - started
-        prediction_log.info(
-            "prediction",
-            extra={
-                "request_id": request_id,
-                "model": entry.card.name,
-                "version": entry.card.version,
-                "variant": variant,
-                "rows": len(outputs) if outputs is not None else 0,
-                "latency_ms": round(latency * 1000, 3),
-                "outcome": outcome,
-            },
-        )
+        record = current_request.get()
+        if record is not None and record.logged:  # the access line carries them
+            record.outcome, record.rows = outcome, rows
+        else:
+            prediction_log.info(
+                "prediction",
+                extra={
+                    "request_id": request_id,
+                    "model": entry.card.name,
+                    "version": entry.card.version,
+                    "variant": variant,
+                    "rows": rows,
+                    "latency_ms": round(latency * 1000, 3),
+                    "outcome": outcome,
+                },
+            )
         if variant is None or outcome in (
             "invalid_input",
             "malformed_request",
@@ -648,7 +670,7 @@ class DataPlane:
         started = time.perf_counter()
         entry = await loop.run_in_executor(self._executor, self.load_now, name, version)
         self._loaded[(name, version)] = entry
-        self.monitor.loaded(entry.card, time.perf_counter() - started)
+        self.monitor.loaded(entry.card, time.perf_counter() - started, entry.model.vocabulary())
         log.info(
             "model loaded",
             extra={

@@ -145,7 +145,7 @@ class Settings(BaseSettings):
     """Merge concurrent requests for one model version into one `predict` call (adaptive
     batching). A lone request never waits: it runs at once when the model is idle."""
 
-    batch_max_rows: int = Field(default=256, ge=1)
+    batch_max_rows: int = Field(default=1024, ge=1)
     """Most rows in one merged batch (rows are counted, not requests; a single larger request
     still runs, alone)."""
 
@@ -159,7 +159,7 @@ class Settings(BaseSettings):
     batch_concurrency: int = Field(default=1, ge=1)
     """Batches of one model version computing at the same time (per worker process)."""
 
-    batch_inline_max_ms: float = Field(default=1.0, ge=0)
+    batch_inline_max_ms: float = Field(default=2.0, ge=0)
     """A lone one-row request runs on the event loop itself, skipping the thread hand-off, when
     the model's one-row predict takes at most this long (0: always use the thread pool)."""
 
@@ -216,16 +216,18 @@ class Settings(BaseSettings):
 
     shutdown_grace_s: float = Field(default=0.0, ge=0)
     """After SIGTERM/SIGINT, seconds during which readiness is false but new connections are still
-    accepted (set it to the time your load balancer needs to notice, e.g. 5 on Kubernetes)."""
+    accepted (set it to the time your load balancer needs to notice, e.g. 5 on Kubernetes;
+    `berth serve --shutdown-grace`)."""
 
     shutdown_timeout_s: float = Field(default=30.0, gt=0)
     """After the grace period, longest wait for in-flight requests; then the process exits."""
 
     ssl_certfile: Path | None = None
-    """PEM certificate (chain) for HTTPS; with `ssl_keyfile`, `berth serve` speaks only HTTPS."""
+    """PEM certificate (chain) for HTTPS; with `ssl_keyfile`, `berth serve` speaks only HTTPS, and
+    only TLS on the gRPC port."""
 
     ssl_keyfile: Path | None = None
-    """PEM private key for HTTPS."""
+    """PEM private key for HTTPS (and gRPC over TLS)."""
 
     security_headers: bool = True
     """Send X-Content-Type-Options, X-Frame-Options, Referrer-Policy and Cache-Control (and HSTS
@@ -249,6 +251,13 @@ class Settings(BaseSettings):
     access_log: bool = True
     """Log one line per HTTP request (request id, model, version, status, latency). Probes and
     `/metrics` scrapes are logged at debug level."""
+
+    tracing: Literal["off", "console", "otlp"] = "off"
+    """OpenTelemetry spans of every request (needs `berth[otel]`): `off`; `console` (each span
+    printed as JSON on stdout, to try it out); `otlp` (sent over OTLP/HTTP to
+    `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` or `OTEL_EXPORTER_OTLP_ENDPOINT`, default
+    `http://localhost:4318`). Service name, sampler, headers and resource attributes come from the
+    standard `OTEL_*` variables (`OTEL_SERVICE_NAME`, default `berth`; `OTEL_TRACES_SAMPLER`)."""
 
     state_dir: Path | None = None
     """Folder for local state: the default SQLite prediction store and the prediction-log spill

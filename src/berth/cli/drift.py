@@ -3,12 +3,30 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from berth.cli.common import CliState, console
+from berth.cli.common import CliState, console, spinner
+
+if TYPE_CHECKING:
+    from berth.runtimes.base import Vocabulary
+    from berth.types import ModelCard
 
 __all__ = ["drift"]
+
+
+def _vocabulary(state: CliState, card: ModelCard) -> Vocabulary | None:
+    """A text model's vocabulary, for the out-of-vocabulary rate (loads the verified model; only
+    when its reference has that rate)."""
+    from berth.dataplane import load_version
+    from berth.monitoring.drift import OOV_COLUMN, feature_columns
+
+    if OOV_COLUMN not in feature_columns(card.reference or {}):
+        return None
+    with spinner(f"Loading {card.ref} for its vocabulary"):
+        entry = load_version(state.registry(), state.settings(), card.name, card.version)
+    return entry.model.vocabulary()
 
 
 @click.group()
@@ -59,7 +77,7 @@ def report(
         if r["version"] == card.version
     ]
     engine.dispose()
-    result = drift_from_records(card, records)
+    result = drift_from_records(card, records, _vocabulary(state, card))
     output = output or Path(f"drift-{card.name}-{card.version}.html")
     output.write_text(render_report(card, result, start), encoding="utf-8")
     max_psi = result.get("max_psi")

@@ -79,6 +79,14 @@ cli.add_command(keys)
     default=None,
     help="PEM private key for HTTPS.",
 )
+@click.option(
+    "--shutdown-grace",
+    "shutdown_grace_s",
+    type=click.FloatRange(min=0),
+    default=None,
+    metavar="SECONDS",
+    help="After SIGTERM, keep accepting connections (not ready) this long (default 0).",
+)
 @click.pass_obj
 def serve(state: CliState, /, names: tuple[str, ...], **flags: Any) -> None:
     """Serve NAMES (NAME, NAME@VERSION or NAME@ALIAS; default: every model with a production alias)."""

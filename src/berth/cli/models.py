@@ -221,7 +221,7 @@ def _register_path(
             model = runtime(card, path if path.is_dir() else path.parent, settings)
             model.load()
             updates["reference"] = reference_statistics(
-                rows, model.predict(rows), card.signature.feature_names
+                rows, model.predict(rows), card.signature.feature_names, model.vocabulary()
             )
     if example_json:
         updates["input_example"] = orjson.loads(example_json)

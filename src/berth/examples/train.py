@@ -162,7 +162,7 @@ def register_example(
                 "description": example.description,
                 "input_example": example.input_example,
                 "reference": reference_statistics(
-                    rows, runtime.predict(rows), example.feature_names
+                    rows, runtime.predict(rows), example.feature_names, runtime.vocabulary()
                 ),
                 "tags": example.tags,
             }

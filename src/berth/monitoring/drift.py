@@ -2,7 +2,8 @@
 
 Numeric features (and, for text models, text length in characters and words) are binned on the
 reference's own quantile edges; values outside the reference range fall into the outer bins, so a
-shift past the range shows. PSI = sum((live - ref) * ln(live / ref)) over bins, with fractions
+shift past the range shows. A text model whose reference has an out-of-vocabulary rate (the share
+of a text's words its vectorizer does not know) is compared on fixed tenths of that rate. PSI = sum((live - ref) * ln(live / ref)) over bins, with fractions
 floored at 1e-4; KS is the largest gap between the two cumulative distributions at the bin edges
 (a binned KS: the registry keeps bins, not raw samples). Class predictions get PSI over class
 frequencies; KS is not defined for unordered classes and is reported as null.
@@ -10,6 +11,7 @@ frequencies; KS is not defined for unordered classes and is reported as null.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import deque
 from collections.abc import Sequence
@@ -17,12 +19,26 @@ from typing import Any
 
 import numpy as np
 
-from berth.runtimes.base import Batch
+from berth.monitoring.reference import oov_rates
+from berth.runtimes.base import Batch, Vocabulary
 from berth.types import ModelCard, Outputs
 
-__all__ = ["PREDICTION", "DriftWindow", "compare", "ks_binned", "live_fractions", "psi"]
+__all__ = [
+    "OOV_COLUMN",
+    "PREDICTION",
+    "DriftWindow",
+    "compare",
+    "ks_binned",
+    "live_fractions",
+    "psi",
+]
+
+log = logging.getLogger("berth.monitoring")
 
 PREDICTION = "__prediction__"
+OOV_COLUMN = "text_oov_rate"
+_MAX_KEPT_CHARS = 10_000
+"""A text longer than this is kept for the out-of-vocabulary rate by its first characters only."""
 PSI_ALERT = 0.2
 _FLOOR = 1e-4
 
@@ -62,6 +78,8 @@ def _numeric_report(stats: dict[str, Any], values: FloatArray) -> dict[str, Any]
     reference = stats["bin_fractions"]
     live = live_fractions(values, edges)
     finite = values[np.isfinite(values)]
+    if finite.size == 0:  # nothing measured (e.g. no vocabulary to count unknown words with)
+        return None
     return {
         "psi": psi(reference, live),
         "ks": ks_binned(reference, live),
@@ -92,11 +110,15 @@ def feature_columns(reference: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {f"text_{key}": stats for key, stats in text.items()}
 
 
-def input_columns(batch: Batch) -> FloatArray:
-    """A batch as numeric columns: the features, or text length in characters and in words."""
+def input_columns(batch: Batch, vocabulary: Vocabulary | None = None) -> FloatArray:
+    """A batch as numeric columns: the features, or text length in characters and in words (and
+    the out-of-vocabulary rate, given the model's vocabulary)."""
     if isinstance(batch, np.ndarray):
         return batch
-    return np.array([[len(t), len(t.split())] for t in batch], dtype=np.float64).reshape(-1, 2)
+    lengths = np.array([[len(t), len(t.split())] for t in batch], dtype=np.float64).reshape(-1, 2)
+    if vocabulary is None:
+        return lengths
+    return np.column_stack([lengths, oov_rates(batch, vocabulary)])
 
 
 def compare(
@@ -129,19 +151,28 @@ def compare(
 
 
 class DriftWindow:
-    """The last `size` rows one model version saw (inputs as numeric columns, and predictions)."""
+    """The last `size` rows one model version saw (inputs as numeric columns, and predictions).
 
-    def __init__(self, card: ModelCard, size: int) -> None:
+    A text model's out-of-vocabulary rate costs an analyzer pass per text, so the window keeps the
+    texts and computes their rates when a report is asked for (off the request path).
+    """
+
+    def __init__(self, card: ModelCard, size: int, vocabulary: Vocabulary | None = None) -> None:
         assert card.reference is not None
         self.card = card
         self.reference: dict[str, Any] = card.reference
         self.size = size
-        self.columns = len(feature_columns(self.reference))
+        names = list(feature_columns(self.reference))
+        self.columns = len([n for n in names if n != OOV_COLUMN])
+        self.vocabulary = vocabulary if OOV_COLUMN in names else None
         self._inputs = np.zeros((size, self.columns), dtype=np.float64)
         self._predictions: deque[Any] = deque(maxlen=size)
+        self._unrated: deque[str] = deque(maxlen=size)  # texts whose OOV rate is not computed yet
+        self._oov: deque[float] = deque(maxlen=size)
         self._next = 0
         self._filled = 0
         self._lock = threading.Lock()
+        self._report_lock = threading.Lock()
 
     def add(self, batch: Batch, outputs: Outputs) -> None:
         columns = input_columns(batch)
@@ -161,13 +192,27 @@ class DriftWindow:
             self._filled = min(self.size, self._filled + n)
             values = outputs.values if outputs.values is not None else outputs.labels or []
             self._predictions.extend(values[-self.size :])
+            if self.vocabulary is not None and isinstance(batch, list):
+                self._unrated.extend(t[:_MAX_KEPT_CHARS] for t in batch[-self.size :])
 
     @property
     def rows(self) -> int:
         return self._filled
 
     def report(self) -> dict[str, Any]:
-        with self._lock:
-            inputs = self._inputs[: self._filled].copy()
-            predictions = list(self._predictions)
+        with self._report_lock:
+            with self._lock:
+                inputs = self._inputs[: self._filled].copy()
+                predictions = list(self._predictions)
+                unrated = list(self._unrated)
+                self._unrated.clear()
+            if self.vocabulary is not None:
+                try:
+                    self._oov.extend(oov_rates(unrated, self.vocabulary).tolist())
+                except Exception:  # the model's own analyzer failed: report drift without it
+                    log.exception("out-of-vocabulary rate failed", extra={"model": self.card.ref})
+                    self.vocabulary = None
+                rates = np.fromiter(self._oov, dtype=np.float64)[-len(inputs) :]
+                if self.vocabulary is not None and len(rates) == len(inputs):
+                    inputs = np.column_stack([inputs, rates])
         return {"window_rows": len(inputs), **compare(self.reference, inputs, predictions)}

@@ -103,7 +103,9 @@ class Metrics:
             ProcessCollector(registry=self.registry)
         r = self.registry
         http = ["model", "version", "variant", "endpoint", "status_class"]
-        self.requests = Counter("berth_requests", "HTTP requests answered.", http, registry=r)
+        self.requests = Counter(
+            "berth_requests", "HTTP requests and unary gRPC calls answered.", http, registry=r
+        )
         self.request_duration = Histogram(
             "berth_request_duration_seconds",
             "Time from the request's arrival to its response's first byte.",
@@ -113,7 +115,7 @@ class Metrics:
         )
         self.in_flight = Gauge(
             "berth_requests_in_flight",
-            "HTTP requests being handled now.",
+            "HTTP requests and unary gRPC calls being handled now.",
             registry=r,
             multiprocess_mode="livesum",
         )
@@ -219,6 +221,44 @@ class Metrics:
         )
         for outcome in ("written", "spilled", "replayed", "dropped"):
             self.prediction_log_records.labels(outcome)
+        self._protection_metrics()
+
+    def _protection_metrics(self) -> None:
+        """Refusals of API keys, rate limits and the load guard (also at GET /admin/security)."""
+        r = self.registry
+        self.access_denied = Counter(
+            "berth_access_denied",
+            "Requests refused for their API key: unauthorized (none, unknown or revoked) or "
+            "forbidden (the key's scope does not cover the call).",
+            ["reason", "protocol"],
+            registry=r,
+        )
+        self.rate_limited = Counter(
+            "berth_rate_limited",
+            "Requests refused by a rate limit, by bucket: key (a valid key) or address.",
+            ["scope", "protocol"],
+            registry=r,
+        )
+        self.rate_limit_storage_errors = Counter(
+            "berth_rate_limit_storage_errors",
+            "Requests whose rate limit could not be checked: the storage (Redis) was unreachable.",
+            registry=r,
+        )
+        self.requests_shed = Counter(
+            "berth_requests_shed",
+            "HTTP requests answered 503 at once: BERTH_MAX_IN_FLIGHT requests were in flight.",
+            registry=r,
+        )
+        self.request_timeouts = Counter(
+            "berth_request_timeouts",
+            "HTTP requests answered 504 after BERTH_REQUEST_TIMEOUT_S.",
+            registry=r,
+        )
+        for protocol in ("http", "grpc"):
+            for reason in ("unauthorized", "forbidden"):
+                self.access_denied.labels(reason, protocol)
+            for scope in ("key", "address"):
+                self.rate_limited.labels(scope, protocol)
 
     def scrape_registry(self) -> CollectorRegistry:
         """The registry a scrape reads: every worker's samples merged in multiprocess mode."""

@@ -1,4 +1,5 @@
-"""What the data plane calls after each load and prediction: metrics, prediction log, drift window."""
+"""What the data plane calls after each load and prediction: metrics, prediction log, drift window
+(and, when tracing is on, the tracer provider's life)."""
 
 from __future__ import annotations
 
@@ -9,15 +10,18 @@ import time
 from collections import Counter as Tally
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from berth.monitoring.context import current_request
+from berth.monitoring.context import RequestRecord, current_request
 from berth.monitoring.drift import PREDICTION, DriftWindow
 from berth.monitoring.metrics import MAX_CLASS_LABELS, Metrics
 from berth.monitoring.predlog import PredictionLog
-from berth.runtimes.base import Batch
+from berth.runtimes.base import Batch, Vocabulary
 from berth.settings import Settings
 from berth.types import ModelCard, Outputs
+
+if TYPE_CHECKING:  # imported only when tracing is on (it loads opentelemetry)
+    from berth.monitoring.tracing import Tracing
 
 __all__ = ["Monitor", "state_dir"]
 
@@ -47,9 +51,17 @@ class _Series:
 class Monitor:
     """Owns the metrics of one data plane, its prediction log and its drift windows."""
 
-    def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self, settings: Settings, metrics: Metrics | None = None, tracing: Tracing | None = None
+    ) -> None:
         self.settings = settings
         self.metrics = metrics or Metrics()
+        self.tracing = tracing
+        """Spans of requests; None while `settings.tracing` is off (and no opentelemetry import)."""
+        if tracing is None and settings.tracing != "off":
+            from berth.monitoring.tracing import Tracing
+
+            self.tracing = Tracing(settings.tracing)
         self.prediction_log: PredictionLog | None = None
         if settings.prediction_log:
             self.prediction_log = PredictionLog(settings, state_dir(settings), self.metrics)
@@ -58,6 +70,10 @@ class Monitor:
         self._refresher: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
+        if (
+            self.tracing is not None
+        ):  # here, in each worker after fork: exporter threads die in fork
+            self.tracing.start()
         if self.prediction_log is not None:
             await asyncio.to_thread(self.prediction_log.start)
         self._refresher = asyncio.get_running_loop().create_task(self._refresh_drift())
@@ -69,18 +85,25 @@ class Monitor:
                 await self._refresher
         if self.prediction_log is not None:
             await asyncio.to_thread(self.prediction_log.close)
+        if self.tracing is not None:  # sends the spans still waiting
+            await asyncio.to_thread(self.tracing.shutdown)
         self.metrics.process_exited()
 
     # -- events from the data plane ---------------------------------------------------------
 
-    def loaded(self, card: ModelCard, seconds: float | None = None) -> None:
-        """A version is loaded (`seconds`: how long it took, when this process loaded it)."""
+    def loaded(
+        self, card: ModelCard, seconds: float | None = None, vocabulary: Vocabulary | None = None
+    ) -> None:
+        """A version is loaded (`seconds`: how long it took, when this process loaded it;
+        `vocabulary`: a text model's, for the out-of-vocabulary rate)."""
         version = str(card.version)
         if seconds is not None:
             self.metrics.model_load_duration.labels(card.name, version).observe(seconds)
         self.metrics.model_loaded.labels(card.name, version).set(1)
         if card.reference and (card.name, card.version) not in self.windows:
-            self.windows[(card.name, card.version)] = DriftWindow(card, self.settings.drift_window)
+            self.windows[(card.name, card.version)] = DriftWindow(
+                card, self.settings.drift_window, vocabulary
+            )
 
     def expecting(self, card: ModelCard) -> None:
         """A version this process is about to load: not loaded (0) until `loaded`."""
@@ -151,7 +174,10 @@ class Monitor:
         window = self.windows.get((card.name, card.version))
         if window is not None:
             window.add(batch, outputs)
-        self._note(card, variant, predicted_at=now)
+        record = current_request.get()
+        if record is not None:
+            self._note(record, card, variant, request_id, "ok")
+            record.started, record.decoded, record.predicted_at = started, decoded, now
         self._record(card, request_id, "ok", now - started, batch, outputs, variant)
 
     def failed(
@@ -164,16 +190,19 @@ class Monitor:
     ) -> None:
         now = time.perf_counter()
         self.metrics.predictions.labels(card.name, str(card.version), code).inc()
-        self._note(card, variant, predicted_at=0.0)
+        record = current_request.get()
+        if record is not None:
+            self._note(record, card, variant, request_id, code)
+            record.started, record.predicted_at = started, 0.0
         self._record(card, request_id, code, now - started, None, None, variant)
 
     @staticmethod
-    def _note(card: ModelCard, variant: str | None, predicted_at: float) -> None:
-        record = current_request.get()
-        if record is not None:
-            record.model, record.version = card.name, str(card.version)
-            record.variant = variant or ""
-            record.predicted_at = predicted_at
+    def _note(
+        record: RequestRecord, card: ModelCard, variant: str | None, request_id: str, outcome: str
+    ) -> None:
+        record.model, record.version = card.name, str(card.version)
+        record.variant = variant or ""
+        record.request_id, record.outcome = request_id, outcome
 
     def _record(
         self,

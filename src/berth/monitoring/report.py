@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from berth.monitoring.drift import PSI_ALERT, compare, input_columns
+from berth.runtimes.base import Vocabulary
 from berth.types import ModelCard
 
 __all__ = ["drift_from_records", "render_report"]
@@ -21,8 +22,11 @@ __all__ = ["drift_from_records", "render_report"]
 REF_COLOR, LIVE_COLOR = "#8c959f", "#0969da"
 
 
-def drift_from_records(card: ModelCard, records: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """PSI and KS of stored records (those with inputs) against the version's reference."""
+def drift_from_records(
+    card: ModelCard, records: Sequence[dict[str, Any]], vocabulary: Vocabulary | None = None
+) -> dict[str, Any]:
+    """PSI and KS of stored records (those with inputs) against the version's reference
+    (`vocabulary`: a text model's, for the out-of-vocabulary rate; without it that is left out)."""
     if not card.reference:
         return {"status": "no reference statistics", "window_rows": 0, "features": {}}
     batches: list[Any] = []
@@ -32,7 +36,7 @@ def drift_from_records(card: ModelCard, records: Sequence[dict[str, Any]]) -> di
         if record.get("outcome") != "ok" or not inputs or not outputs:
             continue
         if card.signature.kind == "text":
-            batches.append(input_columns(list(inputs)))
+            batches.append(input_columns(list(inputs), vocabulary))
         else:
             batches.append(np.asarray(inputs, dtype=np.float64).reshape(len(inputs), -1))
         predictions.extend(outputs.get("predictions", []))
@@ -92,10 +96,14 @@ def _section(name: str, scores: dict[str, Any]) -> str:
         labels = [str(c) for c in scores["classes"]]
     alert = scores["psi"] > PSI_ALERT
     ks = "-" if scores.get("ks") is None else f"{scores['ks']:.3f}"
+    ref_mean, live_mean = scores.get("reference_mean"), scores.get("live_mean")
+    means = ""
+    if ref_mean is not None and live_mean is not None:
+        means = f" · mean {ref_mean:.3g} (reference) → {live_mean:.3g} (live)"
     return (
         f'<section class="{"alert" if alert else ""}" id="feature-{html.escape(name)}">'
         f"<h2>{html.escape(name)}</h2>"
-        f'<p>PSI <b class="psi">{scores["psi"]:.3f}</b> · KS {ks}'
+        f'<p>PSI <b class="psi">{scores["psi"]:.3f}</b> · KS {ks}{means}'
         + (" · <b>drifted</b>" if alert else "")
         + "</p>"
         + _bars(scores["reference"], scores["live"], labels)

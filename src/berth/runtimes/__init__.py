@@ -6,9 +6,17 @@ import importlib
 from pathlib import Path
 
 from berth.errors import InvalidInput, MissingExtra
-from berth.runtimes.base import Batch, Hints, Model
+from berth.runtimes.base import Batch, Hints, Model, Vocabulary
 
-__all__ = ["Batch", "Hints", "Model", "runtime_for", "runtime_for_file", "runtime_for_path"]
+__all__ = [
+    "Batch",
+    "Hints",
+    "Model",
+    "Vocabulary",
+    "runtime_for",
+    "runtime_for_file",
+    "runtime_for_path",
+]
 
 # framework -> (module, class, extra that installs its dependencies)
 RUNTIMES: dict[str, tuple[str, str, str]] = {

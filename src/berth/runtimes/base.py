@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -12,7 +13,7 @@ import numpy as np
 from berth.settings import Settings
 from berth.types import Label, ModelCard, Outputs, Task
 
-__all__ = ["Batch", "Hints", "Model"]
+__all__ = ["Batch", "Hints", "Model", "Vocabulary"]
 
 Batch = list[str] | np.ndarray[Any, np.dtype[np.float64]]
 """A batch of rows: raw strings for text models, a 2-D float64 array for tabular ones."""
@@ -32,6 +33,23 @@ class Hints:
     """`module:Class` (or `module.Class`): a torch module for a state_dict, a custom `Model`."""
     init_kwargs: dict[str, Any] = field(default_factory=dict)
     """Keyword arguments for `model_class` (a torch module's constructor)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Vocabulary:
+    """The terms a text model knows and how it cuts a text into terms, for the out-of-vocabulary
+    rate that drift monitoring tracks."""
+
+    analyze: Callable[[str], Sequence[str]]
+    terms: Container[str]
+
+    def oov_rate(self, text: str) -> float:
+        """Share of the text's terms the model does not know (NaN for a text with no terms)."""
+        tokens = self.analyze(text)
+        if not tokens:
+            return float("nan")
+        terms = self.terms
+        return sum(1 for token in tokens if token not in terms) / len(tokens)
 
 
 class Model(ABC):
@@ -69,3 +87,8 @@ class Model(ABC):
 
     def metadata(self) -> ModelCard:
         return self.card
+
+    def vocabulary(self) -> Vocabulary | None:
+        """For a text model: its vocabulary (drift then tracks the out-of-vocabulary rate).
+        None (the default) when the model has none or does not say (call after `load`)."""
+        return None

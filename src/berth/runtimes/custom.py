@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from berth.errors import InvalidInput, ModelLoadError
-from berth.runtimes.base import Batch, Hints, Model
+from berth.runtimes.base import Batch, Hints, Model, Vocabulary
 from berth.runtimes.imports import load_class, split_spec
 from berth.settings import Settings
 from berth.types import ModelCard, Outputs
@@ -68,3 +68,6 @@ class CustomModel(Model):
 
     def predict(self, batch: Batch) -> Outputs:
         return self.inner.predict(batch)
+
+    def vocabulary(self) -> Vocabulary | None:
+        return self.inner.vocabulary()

@@ -13,10 +13,11 @@ import joblib
 import numpy as np
 import sklearn
 import sklearn.exceptions
-from sklearn.base import is_classifier, is_regressor
+from sklearn.base import clone, is_classifier, is_regressor
 
 from berth.errors import InvalidInput, LibraryVersionMismatch, ModelLoadError, UnsafeModel
-from berth.runtimes.base import Batch, Hints, Model
+from berth.runtimes.base import Batch, Hints, Model, Vocabulary
+from berth.runtimes.forest import forest_predictor
 from berth.security.unpickle import UnpicklePolicy, load_joblib, load_pickle, load_unrestricted
 from berth.settings import Settings
 from berth.types import Label, ModelCard, Outputs, Signature, Task
@@ -83,6 +84,35 @@ def _final_step(estimator: Any) -> Any:
     while hasattr(estimator, "steps"):
         estimator = estimator.steps[-1][1]
     return estimator
+
+
+def _vectorizer(step: Any) -> Any:
+    """The first fitted vectorizer with a vocabulary (a FeatureUnion's first one), or None."""
+    if hasattr(step, "vocabulary_") and hasattr(step, "build_analyzer"):
+        return step
+    for _, part in getattr(step, "transformer_list", None) or []:
+        found = _vectorizer(part)
+        if found is not None:
+            return found
+    return None
+
+
+def text_vocabulary(estimator: Any) -> Vocabulary | None:
+    """The vocabulary of a text pipeline's vectorizer (a HashingVectorizer has none).
+
+    Word analyzers count words: a pipeline with word n-grams (1, 2) knows bigrams too, but
+    "unknown words" is what the out-of-vocabulary rate means, so bigrams are left out. Other
+    analyzers (characters, callables) count the terms they produce.
+    """
+    vectorizer = _vectorizer(_first_step(estimator))
+    if vectorizer is None:
+        return None
+    low, _ = getattr(vectorizer, "ngram_range", (1, 1))
+    if getattr(vectorizer, "analyzer", None) == "word" and low == 1:
+        analyze = clone(vectorizer).set_params(ngram_range=(1, 1)).build_analyzer()
+    else:
+        analyze = vectorizer.build_analyzer()
+    return Vocabulary(analyze=analyze, terms=vectorizer.vocabulary_)
 
 
 def describe_estimator(
@@ -201,22 +231,41 @@ class SklearnModel(Model):
         )
         names = getattr(self.estimator, "feature_names_in_", None)
         self._frame_columns = list(names) if names is not None else None
+        self._forest = forest_predictor(self.estimator)
 
     def predict(self, batch: Batch) -> Outputs:
+        if self._forest is not None:  # rows arrive in the order the forest was fitted on
+            return self._outputs(self._forest(batch), batch)
         rows = self._as_model_input(batch)
         if self.card.task == "regression":
-            values = np.asarray(self.estimator.predict(rows), dtype=np.float64).reshape(
-                len(batch), -1
-            )
+            return self._outputs(self.estimator.predict(rows), batch)
+        if not self.card.has_probabilities:
+            return Outputs(labels=self._labels(self.estimator.predict(rows)))
+        outputs = self._outputs(self.estimator.predict_proba(rows), batch)
+        if outputs.labels is None:
+            labels = self._labels(self.estimator.predict(rows))
+            return Outputs(labels=labels, probabilities=outputs.probabilities)
+        return outputs
+
+    def _outputs(self, raw: Any, batch: Batch) -> Outputs:
+        """Outputs from a regressor's values or a classifier's probabilities (with the labels
+        when the probabilities decide them)."""
+        if self.card.task == "regression":
+            values = np.asarray(raw, dtype=np.float64).reshape(len(batch), -1)
             return Outputs(values=values[:, 0])
-        if self.card.has_probabilities:
-            proba = np.asarray(self.estimator.predict_proba(rows), dtype=np.float64)
-            if self._proba_gives_label and self._classes is not None:
-                return Outputs(
-                    labels=self._classes[proba.argmax(axis=1)].tolist(), probabilities=proba
-                )
-            return Outputs(labels=self._labels(self.estimator.predict(rows)), probabilities=proba)
-        return Outputs(labels=self._labels(self.estimator.predict(rows)))
+        proba = np.asarray(raw, dtype=np.float64)
+        if self._proba_gives_label and self._classes is not None:
+            return Outputs(labels=self._classes[proba.argmax(axis=1)].tolist(), probabilities=proba)
+        return Outputs(probabilities=proba)
+
+    def vocabulary(self) -> Vocabulary | None:
+        if self.card.signature.kind != "text":
+            return None
+        try:
+            return text_vocabulary(self.estimator)
+        except Exception:  # an odd vectorizer must not stop the model from serving
+            log.warning("%s: no vocabulary for the out-of-vocabulary rate", self.card.ref)
+            return None
 
     def _as_model_input(self, batch: Batch) -> Any:
         if self._frame_columns is None or isinstance(batch, list):

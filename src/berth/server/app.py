@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator, Iterable, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from starlette.middleware.cors import CORSMiddleware
+from starlette.types import Receive, Scope, Send
 
 from berth import __version__, logs
 from berth.dataplane import DataPlane
@@ -19,7 +21,7 @@ from berth.server.fastpath import PredictFastPath
 from berth.server.guard import SecurityHeadersMiddleware
 from berth.server.middleware import RequestContextMiddleware
 from berth.server.observability import build_monitoring_router
-from berth.server.observe import ObservabilityMiddleware
+from berth.server.observe import ObservabilityMiddleware, RequestObserver
 from berth.server.protection import close_protection, install_protection
 from berth.server.schemas import BatchRequest, PredictRequest
 from berth.settings import Settings
@@ -34,7 +36,22 @@ body `{"error": "...", "code": "..."}`.
 """
 
 
-def create_app(settings: Settings | None = None, dataplane: DataPlane | None = None) -> FastAPI:
+class BerthApp(FastAPI):
+    """FastAPI, with the predict fast path (server/fastpath.py) asked first about every request."""
+
+    fast_path: PredictFastPath | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        fast_path = self.fast_path
+        if fast_path is not None:
+            matched = fast_path.match(scope)
+            if matched is not None:
+                await fast_path.serve(scope, receive, send, matched)
+                return
+        await super().__call__(scope, receive, send)
+
+
+def create_app(settings: Settings | None = None, dataplane: DataPlane | None = None) -> BerthApp:
     """Build the ASGI app; models load in its lifespan, and `/ready` turns 200 when they have."""
     settings = settings or Settings()
     if dataplane is None:
@@ -43,6 +60,9 @@ def create_app(settings: Settings | None = None, dataplane: DataPlane | None = N
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await dataplane.start()
+        # What exists now (libraries, models) lives as long as the process: keep the garbage
+        # collector from scanning it again on every full collection of the request path.
+        gc.freeze()
         try:
             yield
         finally:
@@ -50,7 +70,7 @@ def create_app(settings: Settings | None = None, dataplane: DataPlane | None = N
             await close_protection(app)
             logs.drain()
 
-    app = FastAPI(title="Berth", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    app = BerthApp(title="Berth", version=__version__, description=DESCRIPTION, lifespan=lifespan)
     app.state.dataplane = dataplane
     app.state.settings = settings
     install_error_handlers(app)
@@ -59,16 +79,14 @@ def create_app(settings: Settings | None = None, dataplane: DataPlane | None = N
     app.include_router(v2.build_router(dataplane, settings))
     app.include_router(v1.build_router(dataplane))
     app.include_router(build_monitoring_router(dataplane))
-    if settings.fast_path:  # innermost: every middleware added below still runs first
-        routes = {r.path: r for r in _api_routes(app.router.routes)}
-        app.add_middleware(PredictFastPath, dataplane=dataplane, routes=routes)
+    observer = RequestObserver(dataplane.monitor.metrics, access_log_on=settings.access_log)
     install_protection(app, settings, dataplane)  # keys, rate limits, load guard: inside the ids
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
-    app.add_middleware(
-        ObservabilityMiddleware,
-        metrics=dataplane.monitor.metrics,
-        access_log_on=settings.access_log,
-    )
+    if dataplane.monitor.tracing is not None:  # off: not even imported
+        from berth.server.tracing import TracingMiddleware
+
+        app.add_middleware(TracingMiddleware, tracing=dataplane.monitor.tracing)
+    app.add_middleware(ObservabilityMiddleware, observer=observer)
     if settings.security_headers:
         app.add_middleware(SecurityHeadersMiddleware)
     if settings.cors_origins:  # outermost, so preflight answers never reach the routes
@@ -84,6 +102,16 @@ def create_app(settings: Settings | None = None, dataplane: DataPlane | None = N
                 "RateLimit-Remaining",
                 "RateLimit-Reset",
             ],
+        )
+    # with CORS or tracing, predict requests take the stack, whose middleware does those
+    if settings.fast_path and not settings.cors_origins and dataplane.monitor.tracing is None:
+        app.fast_path = PredictFastPath(
+            dataplane,
+            settings,
+            {r.path: r for r in _api_routes(app.router.routes)},
+            app.state.gate,
+            app.state.guard,
+            observer,
         )
     _add_body_schemas(app)
     return app

@@ -13,8 +13,15 @@ import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from berth.errors import BerthError, Overloaded, Timeout
+from berth.monitoring.metrics import Metrics
 
-__all__ = ["GuardState", "LoadGuardMiddleware", "SecurityHeadersMiddleware", "send_error"]
+__all__ = [
+    "GuardState",
+    "LoadGuardMiddleware",
+    "SecurityHeadersMiddleware",
+    "send_error",
+    "with_security_headers",
+]
 
 
 async def send_error(
@@ -44,10 +51,30 @@ class GuardState:
     """Live counters of the guard, shared with the runner (draining) and the admin status route."""
 
     max_in_flight: int
+    metrics: Metrics | None = None
     in_flight: int = 0
     shed: int = 0
     timeouts: int = 0
     draining: bool = False
+
+    def over_limit(self) -> Overloaded | None:
+        """The 503 to answer when one more request would exceed the bound (counted as shed)."""
+        if not self.max_in_flight or self.in_flight < self.max_in_flight:
+            return None
+        self.shed += 1
+        if self.metrics is not None:
+            self.metrics.requests_shed.inc()
+        return Overloaded(
+            f"server is at its limit of {self.max_in_flight} requests in flight "
+            "(BERTH_MAX_IN_FLIGHT): retry shortly"
+        )
+
+    def timed_out(self, timeout_s: float) -> Timeout:
+        """The 504 for a request that ran past `timeout_s` (counted)."""
+        self.timeouts += 1
+        if self.metrics is not None:
+            self.metrics.request_timeouts.inc()
+        return Timeout(f"request took longer than {timeout_s:g} s (BERTH_REQUEST_TIMEOUT_S)")
 
 
 class LoadGuardMiddleware:
@@ -57,7 +84,11 @@ class LoadGuardMiddleware:
     """
 
     def __init__(
-        self, app: ASGIApp, state: GuardState, public_paths: frozenset[str], timeout_s: float
+        self,
+        app: ASGIApp,
+        state: GuardState,
+        public_paths: frozenset[str],
+        timeout_s: float,
     ) -> None:
         self.app = app
         self.state = state
@@ -69,15 +100,9 @@ class LoadGuardMiddleware:
             await self.app(scope, receive, send)
             return
         state = self.state
-        if state.max_in_flight and state.in_flight >= state.max_in_flight:
-            state.shed += 1
-            await send_error(
-                send,
-                Overloaded(
-                    f"server is at its limit of {state.max_in_flight} requests in flight "
-                    "(BERTH_MAX_IN_FLIGHT): retry shortly"
-                ),
-            )
+        overloaded = state.over_limit()
+        if overloaded is not None:
+            await send_error(send, overloaded)
             return
         started = False
 
@@ -107,11 +132,7 @@ class LoadGuardMiddleware:
         except TimeoutError:
             if not deadline.expired() or started():  # a response already began: just cut it
                 raise
-            self.state.timeouts += 1
-            await send_error(
-                send,
-                Timeout(f"request took longer than {self.timeout_s:g} s (BERTH_REQUEST_TIMEOUT_S)"),
-            )
+            await send_error(send, self.state.timed_out(self.timeout_s))
 
 
 _HEADERS = [
@@ -124,6 +145,21 @@ _JSON_ONLY = [
     (b"cache-control", b"no-store"),
 ]
 _HSTS = (b"strict-transport-security", b"max-age=31536000")
+
+
+def with_security_headers(
+    headers: Iterable[tuple[bytes, bytes]], https: bool
+) -> list[tuple[bytes, bytes]]:
+    """`headers` and the hardening headers they do not already set."""
+    headers = list(headers)
+    present = {name.lower() for name, _ in headers}
+    extra = list(_HEADERS)
+    if (b"content-type", b"application/json") in headers:
+        extra += _JSON_ONLY
+    if https:
+        extra.append(_HSTS)
+    headers += [(name, value) for name, value in extra if name not in present]
+    return headers
 
 
 class SecurityHeadersMiddleware:
@@ -141,15 +177,7 @@ class SecurityHeadersMiddleware:
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = list(message.get("headers", []))
-                present = {name.lower() for name, _ in headers}
-                extra = list(_HEADERS)
-                if (b"content-type", b"application/json") in headers:
-                    extra += _JSON_ONLY
-                if https:
-                    extra.append(_HSTS)
-                headers += [(name, value) for name, value in extra if name not in present]
-                message["headers"] = headers
+                message["headers"] = with_security_headers(message.get("headers", []), https)
             await send(message)
 
         await self.app(scope, receive, send_with_headers)

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import re
-import uuid
 from typing import Any
 
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from berth.errors import PayloadTooLarge
+from berth.ids import new_id
 
-__all__ = ["RequestContextMiddleware", "request_id_of"]
+__all__ = [
+    "RequestContextMiddleware",
+    "assign_request_id",
+    "body_limit_message",
+    "request_id_of",
+]
 
 _VALID_ID = re.compile(rb"^[A-Za-z0-9._:@/+=-]{1,128}$")
 
@@ -20,6 +25,26 @@ def request_id_of(scope: Scope) -> str:
     """The request id the middleware assigned to this request."""
     state: dict[str, Any] = scope.get("state", {})
     return str(state.get("request_id", ""))
+
+
+def assign_request_id(scope: Scope) -> tuple[bytes, int]:
+    """Give the request its id (a sane `X-Request-ID` it sent, or a new one) in
+    `scope["state"]`; returns the id and the declared Content-Length (-1 when none)."""
+    request_id = b""
+    length = -1
+    for key, value in scope["headers"]:
+        if key == b"x-request-id" and _VALID_ID.match(value):
+            request_id = value
+        elif key == b"content-length" and value.isdigit():
+            length = int(value)
+    if not request_id:
+        request_id = new_id().encode()
+    scope.setdefault("state", {})["request_id"] = request_id.decode()
+    return request_id, length
+
+
+def body_limit_message(max_body_bytes: int) -> str:
+    return f"request body exceeds {max_body_bytes} bytes (BERTH_MAX_BODY_BYTES)"
 
 
 class RequestContextMiddleware:
@@ -33,16 +58,7 @@ class RequestContextMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = b""
-        length = None
-        for key, value in scope["headers"]:
-            if key == b"x-request-id" and _VALID_ID.match(value):
-                request_id = value
-            elif key == b"content-length":
-                length = value
-        if not request_id:
-            request_id = uuid.uuid4().hex.encode()
-        scope.setdefault("state", {})["request_id"] = request_id.decode()
+        request_id, length = assign_request_id(scope)
         header = (b"x-request-id", request_id)
 
         async def send_with_id(message: Message) -> None:
@@ -50,7 +66,7 @@ class RequestContextMiddleware:
                 message["headers"] = [*message.get("headers", []), header]
             await send(message)
 
-        if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
+        if length > self.max_body_bytes:
             await self._too_large(send_with_id)
             return
 
@@ -68,7 +84,7 @@ class RequestContextMiddleware:
         await self.app(scope, receive_capped, send_with_id)
 
     def _message(self) -> str:
-        return f"request body exceeds {self.max_body_bytes} bytes (BERTH_MAX_BODY_BYTES)"
+        return body_limit_message(self.max_body_bytes)
 
     async def _too_large(self, send: Send) -> None:
         body = orjson.dumps({"error": self._message(), "code": PayloadTooLarge.code})

@@ -12,7 +12,7 @@ from berth.dataplane import DataPlane
 from berth.security.access import requirement_for
 from berth.security.keys import KeyStore, default_keys_path
 from berth.security.ratelimit import build_rate_limiter
-from berth.server.access import AccessMiddleware, RateLimits
+from berth.server.access import AccessMiddleware, Gate, RateLimits
 from berth.server.encoding import json_response
 from berth.server.guard import GuardState, LoadGuardMiddleware
 from berth.server.schemas import ErrorBody
@@ -33,6 +33,7 @@ def install_protection(app: FastAPI, settings: Settings, dataplane: DataPlane) -
     """Add the access and load-guard middleware (inside the request-id middleware) and the
     security status route. Call before the outer middleware is added."""
     public = frozenset(settings.public_paths)
+    metrics = dataplane.monitor.metrics
     store = KeyStore(settings.api_keys_file or default_keys_path(settings.registry))
     limits = None
     if settings.rate_limit_key_rate or settings.rate_limit_address_rate:
@@ -42,17 +43,22 @@ def install_protection(app: FastAPI, settings: Settings, dataplane: DataPlane) -
             settings.rate_limit_key_burst,
             settings.rate_limit_address_rate,
             settings.rate_limit_address_burst,
+            metrics,
         )
-    guard = GuardState(max_in_flight=settings.max_in_flight)
+    gate = Gate(store, limits, metrics)  # gRPC uses the same one (app.state.gate)
+    guard = GuardState(max_in_flight=settings.max_in_flight, metrics=metrics)
     app.state.keys, app.state.rate_limits, app.state.guard = store, limits, guard
+    app.state.gate = gate
     app.include_router(_status_router(store, limits, guard))
     app.add_middleware(
-        LoadGuardMiddleware, state=guard, public_paths=public, timeout_s=settings.request_timeout_s
+        LoadGuardMiddleware,
+        state=guard,
+        public_paths=public,
+        timeout_s=settings.request_timeout_s,
     )
     app.add_middleware(
         AccessMiddleware,
-        store=store,
-        limits=limits,
+        gate=gate,
         public_paths=public,
         default_model=dataplane.default_name,
         routes=app.router.routes,

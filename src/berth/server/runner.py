@@ -28,8 +28,9 @@ def _banner(settings: Settings, dataplane: DataPlane) -> None:
     )
     console.print(f"  docs:   {base}/docs")
     if settings.grpc_port:
+        tls = ", TLS" if settings.ssl_certfile else ""
         console.print(
-            f"  grpc:   {settings.host}:{settings.grpc_port} (inference.GRPCInferenceService)"
+            f"  grpc:   {settings.host}:{settings.grpc_port} (inference.GRPCInferenceService{tls})"
         )
     for card in dataplane.served.values():
         if card.input_example is not None:

@@ -5,7 +5,8 @@ each load every model) lets the workers share the loaded models' memory pages co
 makes start-up as fast as one load. Each worker accepts on its own SO_REUSEPORT socket, so the
 kernel spreads connections evenly (on one shared socket, the worker that wakes first takes a whole
 burst of connections). The parent only supervises: it restarts a worker that dies, on the same
-socket, and passes SIGTERM/SIGINT on to all of them.
+socket, and passes SIGTERM/SIGINT on to all of them. A worker holds only its own socket, and the
+parent closes its copies when it stops, so a socket stops accepting when its worker closes it.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from berth.dataplane import DataPlane
 from berth.errors import InvalidInput
 from berth.logs import configure_logging, drain
 from berth.monitoring.metrics import mark_worker_dead
-from berth.server.shutdown import GracefulServer, drainer
+from berth.server.shutdown import HTTP_PROTOCOL, GracefulServer, drainer
 from berth.settings import Settings
 
 __all__ = ["bind_sockets", "serve_workers"]
@@ -63,6 +64,7 @@ def uvicorn_config(app: object, settings: Settings) -> uvicorn.Config:
         app,  # type: ignore[arg-type]
         host=settings.host,
         port=settings.port,
+        http=HTTP_PROTOCOL,
         log_config=None,
         access_log=False,
         lifespan="on",
@@ -130,6 +132,8 @@ def serve_workers(settings: Settings, dataplane: DataPlane, app: object) -> None
         gc.freeze()  # keep the loaded models' pages shared: the collector won't write to them
         pid = os.fork()
         if pid == 0:
+            for other in set(sockets) - {sockets[slot]}:  # or it would keep them listening
+                other.close()
             _worker(config, sockets[slot], settings)
         configure_logging(settings)
         workers[pid] = (slot, time.monotonic())
@@ -137,6 +141,8 @@ def serve_workers(settings: Settings, dataplane: DataPlane, app: object) -> None
     def stop(signum: int, frame: FrameType | None) -> None:
         nonlocal stopping
         stopping = True
+        for sock in set(sockets):  # no more forks: only the workers' copies keep them listening,
+            sock.close()  # so each closes when its worker stops accepting, not when the last exits
         for pid in workers:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -14,9 +16,13 @@ from grpc_reflection.v1alpha import reflection
 
 from berth.dataplane import DataPlane
 from berth.errors import BerthError
+from berth.server.access import Gate
+from berth.server.grpc.guard import AccessInterceptor
+from berth.server.grpc.observe import ObserveInterceptor
 from berth.server.grpc.servicer import InferenceServicer
 from berth.server.proto import inference_pb2 as pb
 from berth.server.proto import inference_pb2_grpc as pb_grpc
+from berth.server.workers import tls_files
 from berth.settings import Settings
 
 __all__ = ["check_port", "serve_alongside", "start_grpc_server"]
@@ -40,15 +46,22 @@ def check_port(host: str, port: int) -> None:
 
 
 async def start_grpc_server(
-    settings: Settings, dataplane: DataPlane
+    settings: Settings, dataplane: DataPlane, gate: Gate | None = None
 ) -> tuple[Any, health.aio.HealthServicer]:
-    """A started grpc.aio server on `settings.grpc_port`, and its health servicer (SERVING)."""
+    """A started grpc.aio server on `settings.grpc_port`, and its health servicer (SERVING).
+
+    `gate`: API keys and rate limits, shared with the HTTP app (none: every call passes).
+    """
     limit = settings.grpc_max_message_bytes
+    interceptors: list[Any] = [ObserveInterceptor(dataplane.monitor)]  # first: sees every answer
+    if gate is not None:
+        interceptors.append(AccessInterceptor(gate, frozenset(settings.public_paths)))
     server = grpc.aio.server(
+        interceptors=interceptors,
         options=[
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", limit),
-        ]
+        ],
     )
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(
         InferenceServicer(dataplane, settings), server
@@ -58,11 +71,22 @@ async def start_grpc_server(
     reflection.enable_server_reflection(
         [SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME], server
     )
-    server.add_insecure_port(_address(settings.host, settings.grpc_port))
+    _add_port(server, settings)
     await server.start()
     for name in ("", SERVICE):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     return server, health_servicer
+
+
+def _add_port(server: Any, settings: Settings) -> None:
+    """TLS with the HTTP certificate and key when they are set, else plaintext."""
+    address = _address(settings.host, settings.grpc_port)
+    cert, key = tls_files(settings)
+    if cert is None or key is None:
+        server.add_insecure_port(address)
+        return
+    pair = (Path(key).read_bytes(), Path(cert).read_bytes())
+    server.add_secure_port(address, grpc.ssl_server_credentials([pair]))
 
 
 def serve_alongside(app: FastAPI, settings: Settings, dataplane: DataPlane) -> None:
@@ -73,7 +97,16 @@ def serve_alongside(app: FastAPI, settings: Settings, dataplane: DataPlane) -> N
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[Any]:
         async with inner(app) as state:
-            server, health_servicer = await start_grpc_server(settings, dataplane)
+            server, health_servicer = await start_grpc_server(settings, dataplane, app.state.gate)
+            loop = asyncio.get_running_loop()
+            draining: list[asyncio.Task[None]] = []
+
+            def not_serving() -> None:  # the drain: health probes turn NOT_SERVING, like /ready
+                shutdown = health_servicer.enter_graceful_shutdown
+                draining.append(loop.create_task(shutdown()))
+
+            hooks = getattr(app.state, "drain_hooks", [])
+            app.state.drain_hooks = [*hooks, lambda: loop.call_soon_threadsafe(not_serving)]
             try:
                 yield state
             finally:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -12,6 +11,7 @@ import grpc
 
 from berth.dataplane import DataPlane
 from berth.errors import BerthError
+from berth.ids import new_id
 from berth.server import inference
 from berth.server.grpc import codec
 from berth.server.proto import inference_pb2 as pb
@@ -94,7 +94,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
         version = _version(request.model_version)
         card = self.dataplane.card(request.model_name, version)
         parsed = codec.infer_request(request)
-        request_id = parsed.id or uuid.uuid4().hex
+        request_id = parsed.id or new_id()
         key = dict(context.invocation_metadata() or ()).get("x-berth-key")
         prediction, outputs = await inference.infer(
             self.dataplane, card, version, parsed, request_id, key
