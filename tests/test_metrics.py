@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 
+import numpy as np
+from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.parser import text_string_to_metric_families
 
 from berth.monitoring import store
-from berth.monitoring.metrics import Metrics
+from berth.monitoring.metrics import VALUE_BUCKETS, Metrics, observe_many
 from berth.monitoring.summary import quantile
 from berth.registry import Registry
 from tests.conftest import ClientFactory
@@ -181,3 +184,23 @@ def test_route_variants_label_metrics_and_the_prediction_log(
     rows = store.query(engine, model="adder", limit=None)
     engine.dispose()
     assert [r["variant"] for r in rows] == ["production"] * 3
+
+
+def test_observe_many_counts_exactly_as_observe_does() -> None:
+    def histogram(name: str) -> Histogram:
+        return Histogram(name, "x", ["m"], registry=CollectorRegistry(), buckets=VALUE_BUCKETS)
+
+    one_by_one, in_bulk = histogram("one_seconds"), histogram("bulk_seconds")
+    amounts = np.array([-1e9, -5.0, -0.01, 0.0, 0, 0.01, 0.011, 2.5, 2.5, 7.0, 5e5, 1e12, math.inf])
+    for amount in amounts.tolist():
+        one_by_one.labels("a").observe(amount)
+    observe_many(in_bulk.labels("a"), amounts)
+    observe_many(in_bulk.labels("a"), np.array([]))
+
+    def samples(histogram: Histogram) -> list[tuple[str, dict[str, str], float]]:
+        [family] = histogram.collect()
+        kept = [s for s in family.samples if not s.name.endswith("_created")]
+        return [(s.name.split("_", 1)[1], s.labels, s.value) for s in kept]
+
+    assert samples(in_bulk) == samples(one_by_one)
+    assert ("seconds_count", {"m": "a"}, len(amounts)) in samples(in_bulk)

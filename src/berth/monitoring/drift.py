@@ -191,7 +191,8 @@ class DriftWindow:
             self._next = end % self.size
             self._filled = min(self.size, self._filled + n)
             values = outputs.values if outputs.values is not None else outputs.labels or []
-            self._predictions.extend(values[-self.size :])
+            tail = values[-self.size :]  # Python values: iterating an array makes NumPy scalars
+            self._predictions.extend(tail.tolist() if isinstance(tail, np.ndarray) else tail)
             if self.vocabulary is not None and isinstance(batch, list):
                 self._unrated.extend(t[:_MAX_KEPT_CHARS] for t in batch[-self.size :])
 

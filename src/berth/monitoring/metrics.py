@@ -14,8 +14,9 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
+import numpy as np
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -33,6 +34,7 @@ __all__ = [
     "MULTIPROC_ENV",
     "Metrics",
     "mark_worker_dead",
+    "observe_many",
     "prepare_multiprocess_dir",
 ]
 
@@ -63,6 +65,24 @@ reference's own quantile bins, are the precise view)."""
 
 MAX_CLASS_LABELS = 100
 """More distinct class labels than this are counted under `class="other"`."""
+
+
+def observe_many(histogram: Any, amounts: np.ndarray) -> None:
+    """`histogram.observe(a)` for every `a` in `amounts`, with one write per bucket touched
+    instead of two per value (each write costs a lock and, with several workers, an mmap store).
+
+    `histogram` is one labelled child. prometheus-client has no bulk observe, so this adds to the
+    child's bucket and sum values as its `observe` does (tests compare the two).
+    """
+    if amounts.size == 0:
+        return
+    bounds = histogram._upper_bounds
+    # observe() counts a value in the first bucket whose bound it does not exceed; NaN in none
+    first = np.searchsorted(bounds, amounts, side="left")
+    counts = np.bincount(first, minlength=len(bounds) + 1)
+    histogram._sum.inc(float(amounts.sum()))
+    for i in np.flatnonzero(counts[: len(bounds)]).tolist():
+        histogram._buckets[i].inc(int(counts[i]))
 
 
 def multiprocess_dir() -> str | None:

@@ -12,9 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from berth.monitoring.context import RequestRecord, current_request
 from berth.monitoring.drift import PREDICTION, DriftWindow
-from berth.monitoring.metrics import MAX_CLASS_LABELS, Metrics
+from berth.monitoring.metrics import MAX_CLASS_LABELS, Metrics, observe_many
 from berth.monitoring.predlog import PredictionLog
 from berth.runtimes.base import Batch, Vocabulary
 from berth.settings import Settings
@@ -166,8 +168,10 @@ class Monitor:
         series.ok.inc()
         series.rows.inc(len(outputs))
         if outputs.values is not None:
-            for value in outputs.values.tolist():
-                series.values.observe(value)
+            if len(outputs.values) == 1:
+                series.values.observe(float(outputs.values[0]))
+            else:
+                observe_many(series.values, np.asarray(outputs.values, dtype=np.float64).ravel())
         elif outputs.labels is not None:
             for label, n in Tally(str(x) for x in outputs.labels).items():
                 self._class_counter(card, series, label).inc(n)

@@ -1,7 +1,8 @@
 """The durable prediction log: a bounded buffer, a background writer, a spill file and its replay.
 
-The request path only appends a record to a bounded queue (and, when the queue is full, to this
-process's spill file). A writer thread sends records to the store in batches; while the database
+The request path only appends a record to a bounded buffer (and, when the buffer is full, to this
+process's spill file); it never wakes the writer for one record. The writer thread wakes when a
+batch is full or `flush_s` has passed and sends what it has in batches; while the database
 is unreachable it spills them to `spill-<pid>.jsonl` and replays every spill file once writes
 succeed again (records carry their own id, so a replay interrupted halfway never duplicates).
 `close()` drains the buffer: to the database, or to the spill file when it is down.
@@ -9,20 +10,18 @@ succeed again (records carry their own id, so a replay interrupted halfway never
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import queue
 import random
 import threading
 import time
 import uuid
+from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import orjson
 from sqlalchemy import Engine
 from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
@@ -38,18 +37,18 @@ __all__ = ["PendingRecord", "PredictionLog", "outputs_json"]
 
 log = logging.getLogger("berth.predictionlog")
 
-_STOP = object()
 _REFUSED = (DataError, IntegrityError)
 """Errors about a record's content; anything else (connection, timeout) means the database is down."""
 
 
 def outputs_json(outputs: Outputs) -> dict[str, Any]:
-    """`{"predictions": [...], "probabilities": [[...]]?}` for a batch's outputs."""
+    """`{"predictions": [...], "probabilities": [[...]]?}` for a batch's outputs (arrays stay
+    arrays: `store.json_dumps` writes them without a detour through Python lists)."""
     if outputs.values is not None:
-        return {"predictions": outputs.values.tolist()}
+        return {"predictions": outputs.values}
     data: dict[str, Any] = {"predictions": list(outputs.labels or [])}
     if outputs.probabilities is not None:
-        data["probabilities"] = outputs.probabilities.tolist()
+        data["probabilities"] = outputs.probabilities
     return data
 
 
@@ -72,7 +71,7 @@ class PendingRecord:
     def row(self, fields: frozenset[str]) -> dict[str, Any]:
         inputs = None
         if "inputs" in fields and self.batch is not None:
-            inputs = self.batch.tolist() if isinstance(self.batch, np.ndarray) else self.batch
+            inputs = self.batch
         outputs = None
         if "outputs" in fields and self.outputs is not None:
             outputs = outputs_json(self.outputs)
@@ -145,9 +144,13 @@ class PredictionLog:
         self.metrics = metrics
         self._counter = metrics.prediction_log_records
         self._buffered = metrics.prediction_log_buffered
-        self._queue: queue.Queue[Record | object] = queue.Queue(settings.prediction_log_buffer)
+        self.buffer_max = settings.prediction_log_buffer
+        self._buffer: deque[Record] = deque()  # appends and pops are atomic: no lock needed
+        self._wake = threading.Event()
+        self._stopping = False
         self._spill_lock = threading.Lock()
         self._down_until = 0.0
+        self._next_orphan_scan = 0.0
         self._migrated = False
         self._thread: threading.Thread | None = None
         self.counts = {"written": 0, "spilled": 0, "replayed": 0, "dropped": 0}
@@ -161,17 +164,18 @@ class PredictionLog:
         if self.url.startswith("sqlite:///"):
             Path(self.url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         self._ensure_schema()
+        self._stopping = False
         self._thread = threading.Thread(target=self._loop, name="berth-predlog", daemon=True)
         self._thread.start()
 
     def close(self, timeout: float = 30.0) -> None:
         """Flush every buffered record (to the database, else to the spill file), then stop."""
         if self._thread is not None:
-            with contextlib.suppress(queue.Full):  # a full queue: the writer is busy draining it
-                self._queue.put(_STOP, timeout=timeout)
+            self._stopping = True
+            self._wake.set()
             self._thread.join(timeout)
             self._thread = None
-        leftover, _ = self._drain(limit=None)
+        leftover = self._take(limit=None)
         if leftover:
             self._spill([r.row(self.fields) for r in leftover])
         self.engine.dispose()
@@ -218,60 +222,41 @@ class PredictionLog:
         self._put(FeedbackRecord(request_id, truth, datetime.now(UTC)))
 
     def _put(self, record: Record) -> None:
-        try:
-            self._queue.put_nowait(record)
-            self._buffered.inc()
-        except queue.Full:
+        buffer = self._buffer
+        if len(buffer) >= self.buffer_max:
             self._spill([record.row(self.fields)])
+            return
+        buffer.append(record)
+        if len(buffer) >= self.batch_size and not self._wake.is_set():
+            self._wake.set()
 
     # -- writer thread ----------------------------------------------------------------------
 
     def _loop(self) -> None:
-        if self._spilled_any() and self._ensure_schema():
+        if self._spilled_any(orphans=True) and self._ensure_schema():
             self._replay_all()
-        while True:
-            records, stop = self._next_batch()
-            if records:
-                self._write(records)
-            elif self._spilled_any() and self._ensure_schema():
+        while not self._stopping:
+            self._wake.wait(self.flush_s)
+            self._wake.clear()
+            self._write_buffered()
+            if self._spilled_any() and self._ensure_schema():
                 self._replay_all()
-            if stop:
-                break
-        while True:
-            records, _ = self._drain(limit=self.batch_size)
-            if not records:
-                break
-            self._write(records)
-        if self._spilled_any() and self._ensure_schema():
+        self._write_buffered()
+        if self._spilled_any(orphans=True) and self._ensure_schema():
             self._replay_all()
 
-    def _next_batch(self) -> tuple[list[Record], bool]:
-        try:
-            first = self._queue.get(timeout=self.flush_s)
-        except queue.Empty:
-            return [], False
-        if first is _STOP:
-            return [], True
-        assert isinstance(first, PendingRecord | FeedbackRecord)
-        self._buffered.dec()
-        more, stop = self._drain(limit=self.batch_size - 1)
-        return [first, *more], stop
+    def _write_buffered(self) -> None:
+        """Write everything buffered now, a batch at a time."""
+        while records := self._take(limit=self.batch_size):
+            self._write(records)
 
-    def _drain(self, limit: int | None) -> tuple[list[Record], bool]:
-        records: list[Record] = []
-        stop = False
-        while limit is None or len(records) < limit:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if item is _STOP:
-                stop = True
-            elif isinstance(item, PendingRecord | FeedbackRecord):
-                records.append(item)
-        if records:
-            self._buffered.dec(len(records))
-        return records, stop
+    def _take(self, limit: int | None) -> list[Record]:
+        """Up to `limit` buffered records, oldest first."""
+        buffer = self._buffer
+        n = len(buffer) if limit is None else min(limit, len(buffer))
+        records = [buffer.popleft() for _ in range(n)]
+        self._buffered.set(len(buffer))
+        return records
 
     def _ensure_schema(self) -> bool:
         """True when the database answers and has the current schema."""
@@ -295,8 +280,6 @@ class PredictionLog:
                 self._mark_down(exc)
             else:
                 self._count("written", written)
-                if self._spilled_any():
-                    self._replay_all()
                 return
         self._spill(rows)
 
@@ -341,7 +324,7 @@ class PredictionLog:
     # -- spill and replay -------------------------------------------------------------------
 
     def _spill(self, rows: list[dict[str, Any]]) -> None:
-        data = b"".join(orjson.dumps(row) + b"\n" for row in rows)
+        data = b"".join(store.json_dumps(row) + b"\n" for row in rows)
         with self._spill_lock:
             try:
                 size = self.spill_path.stat().st_size if self.spill_path.exists() else 0
@@ -357,8 +340,16 @@ class PredictionLog:
                 return
         self._count("spilled", len(rows))
 
-    def _spilled_any(self) -> bool:
-        return self.spill_path.exists() or any(self._orphans())
+    def _spilled_any(self, orphans: bool = False) -> bool:
+        """Whether this process spilled records, or (checked every `retry_s`, or when `orphans`)
+        a dead process left a spill file."""
+        if self.spill_path.exists():
+            return True
+        now = time.monotonic()
+        if not orphans and now < self._next_orphan_scan:
+            return False
+        self._next_orphan_scan = now + self.retry_s
+        return any(self._orphans())
 
     def _orphans(self) -> list[Path]:
         """Spill and claimed files of processes that no longer run (earlier runs, dead workers)."""

@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 from sqlalchemy import (
     JSON,
@@ -44,6 +45,7 @@ __all__ = [
     "count",
     "create_store_engine",
     "insert_rows",
+    "json_dumps",
     "migrate",
     "parse_since",
     "predictions",
@@ -130,8 +132,19 @@ def store_url(setting: str, state_dir: Path) -> str:
     return setting
 
 
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.ndarray | np.generic):  # arrays orjson does not take as they are
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def json_dumps(value: Any) -> bytes:
+    """JSON of a record's values; NumPy arrays are written directly (no Python lists between)."""
+    return orjson.dumps(value, default=_plain, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
 def _json(value: Any) -> str:
-    return orjson.dumps(value).decode()
+    return json_dumps(value).decode()
 
 
 def create_store_engine(url: str) -> Engine:
