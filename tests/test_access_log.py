@@ -88,3 +88,45 @@ def test_access_log_can_be_switched_off(registry: Registry, make_client: ClientF
         client.post("/predict", json={"features": [1, 2, 3]})
     _stop()
     assert not [line for line in _lines(stream.getvalue()) if line["logger"] == "berth.access"]
+
+
+@pytest.mark.usefixtures("restore_logging")
+@pytest.mark.parametrize("log_format", ["json", "text"])
+def test_log_fields_writes_what_a_log_record_would(log_format: str) -> None:
+    """The request path's direct records and ordinary LogRecords come out alike."""
+    stream = io.StringIO()
+    logs.configure_logging(Settings(log_format=log_format), stream)
+    logger = logging.getLogger("berth.access")
+    fields = {"request_id": "r-9", "status": 200, "model": "m", "variant": None}
+    logs.log_fields(logger, logging.INFO, "POST /predict 200", fields)
+    logger.info("POST /predict 200", extra=fields)
+    logs.log_fields(logger, logging.DEBUG, "not shown at info", fields)
+    _stop()
+    direct, classic = stream.getvalue().splitlines()
+    if log_format == "json":
+        first, second = orjson.loads(direct), orjson.loads(classic)
+        assert first.pop("ts")[:16] == second.pop("ts")[:16]
+        assert (
+            first
+            == second
+            == {
+                "level": "info",
+                "logger": "berth.access",
+                "message": "POST /predict 200",
+                **fields,
+            }
+        )
+    else:
+        assert direct.split(" ", 2)[2] == classic.split(" ", 2)[2]
+        assert direct.endswith(
+            "INFO    berth.access: POST /predict 200 request_id=r-9 status=200 model=m variant=None"
+        )
+
+
+def test_log_fields_without_configured_logging_goes_through_logging(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.INFO, logger="berth.access"):
+        logs.log_fields(logging.getLogger("berth.access"), logging.INFO, "hello", {"rows": 3})
+    [record] = caplog.records
+    assert (record.getMessage(), record.rows) == ("hello", 3)  # type: ignore[attr-defined]

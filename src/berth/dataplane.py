@@ -33,6 +33,7 @@ from berth.errors import (
     NotReady,
     RegistryError,
 )
+from berth.logs import log_fields
 from berth.monitoring.context import current_request
 from berth.monitoring.experiments import ExperimentBook, agree
 from berth.monitoring.monitor import Monitor
@@ -388,9 +389,11 @@ class DataPlane:
         if record is not None and record.logged:  # the access line carries them
             record.outcome, record.rows = outcome, rows
         else:
-            prediction_log.info(
+            log_fields(
+                prediction_log,
+                logging.INFO,
                 "prediction",
-                extra={
+                {
                     "request_id": request_id,
                     "model": entry.card.name,
                     "version": entry.card.version,

@@ -8,6 +8,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from berth.logs import log_fields
 from berth.monitoring.context import RequestRecord, current_request
 from berth.monitoring.metrics import Metrics
 from berth.server.middleware import request_id_of
@@ -103,17 +104,14 @@ class ObservabilityMiddleware:
 def _log(scope: Scope, record: RequestRecord, status: int, seconds: float) -> None:
     path = scope.get("path", "")
     level = logging.DEBUG if path in QUIET_PATHS else logging.INFO
-    if not access_log.isEnabledFor(level):
-        return
-    access_log.log(
+    method = scope.get("method", "")
+    log_fields(
+        access_log,
         level,
-        "%s %s %s",
-        scope.get("method", ""),
-        path,
-        status,
-        extra={
+        f"{method} {path} {status}",
+        {
             "request_id": request_id_of(scope),
-            "method": scope.get("method", ""),
+            "method": method,
             "path": path,
             "endpoint": _endpoint(scope),
             "status": status,
