@@ -341,3 +341,37 @@ def test_lone_rows_of_a_fast_model_skip_the_thread_pool(
     # The first call measures the model in the pool; later lone calls may stay on the loop.
     assert threads[0] != main
     assert all((name == main) == inline for name in threads[1:])
+
+
+def test_outputs_are_observed_once_per_batch_and_a_failing_observer_fails_nothing(
+    executor: ThreadPoolExecutor,
+) -> None:
+    model = GatedSum()
+    model.gate.clear()
+    seen: list[tuple[int, list[float], float, str]] = []
+
+    def observe(batch: Any, outputs: Outputs, seconds: float) -> None:
+        assert outputs.values is not None
+        seen.append((len(batch), outputs.values.tolist(), seconds, threading.current_thread().name))
+        raise RuntimeError("a broken monitor")
+
+    batcher = Batcher(
+        model, executor, BatchPolicy(max_rows=100, max_wait_s=0.0), on_outputs=observe
+    )
+
+    async def body() -> list[Outputs]:
+        first = asyncio.ensure_future(batcher.submit(rows(1, 1.0)))
+        await until(lambda: model.running == 1)  # the first batch holds the model
+        rest = [asyncio.ensure_future(batcher.submit(rows(2, v))) for v in (2.0, 3.0)]
+        await asyncio.sleep(0.01)
+        model.gate.set()
+        return await asyncio.gather(first, *rest)
+
+    outputs = run(body)
+    assert [o.values.tolist() for o in outputs if o.values is not None] == [
+        [2.0],
+        [4.0, 4.0],
+        [6.0, 6.0],
+    ]
+    assert [(n, values) for n, values, _, _ in seen] == [(1, [2.0]), (4, [4.0, 4.0, 6.0, 6.0])]
+    assert all(seconds > 0 and thread != "MainThread" for _, _, seconds, thread in seen)

@@ -11,6 +11,7 @@ requests. Requests whose caller has gone (cancelled futures) are dropped before 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -31,10 +32,13 @@ __all__ = [
     "BatchStats",
     "BatchTicket",
     "Batcher",
+    "OutputsObserver",
     "batch_policy",
     "merge_batches",
     "split_outputs",
 ]
+
+log = logging.getLogger("berth.batching")
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +76,10 @@ def batch_policy(settings: Settings, model: str) -> BatchPolicy | None:
 BatchObserver = Callable[[int, int, Sequence[float]], None]
 """Told about every batch that runs: (rows, requests, each request's queue wait in seconds), for
 metrics such as batch-size and queue-wait histograms."""
+
+OutputsObserver = Callable[[Batch, Outputs, float], None]
+"""Told about every batch the model answered: (merged batch, its outputs, seconds the model took);
+called in the thread that ran the model, so per-row monitoring happens once per batch."""
 
 
 @dataclass(slots=True)
@@ -133,11 +141,13 @@ class Batcher:
         executor: Executor,
         policy: BatchPolicy,
         observer: BatchObserver | None = None,
+        on_outputs: OutputsObserver | None = None,
     ) -> None:
         self.predict = predict
         self.executor = executor
         self.policy = policy
         self.observer = observer
+        self.on_outputs = on_outputs
         self.stats = BatchStats()
         self._queue: deque[_Pending] = deque()
         self._queued_rows = 0
@@ -268,10 +278,15 @@ class Batcher:
     def _timed_predict(self, batch: Batch) -> Outputs:
         started = time.perf_counter()
         outputs = self.predict(batch)
+        took = time.perf_counter() - started
         if len(batch) == 1:
-            took = time.perf_counter() - started
             last = self._one_row_s
             self._one_row_s = took if last is None else 0.8 * last + 0.2 * took
+        if self.on_outputs is not None and len(outputs) == len(batch):
+            try:
+                self.on_outputs(batch, outputs, took)
+            except Exception:  # monitoring must never fail the requests it watches
+                log.exception("batch monitoring failed")
         return outputs
 
     def _finished_in_thread(self, items: list[_Pending], done: asyncio.Future[Outputs]) -> None:

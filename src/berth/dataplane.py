@@ -295,7 +295,16 @@ class DataPlane:
         finally:
             entry.in_flight -= 1
         self._observe(name, variant, entry, started, "ok", outputs, request_id)
-        self.monitor.predicted(entry.card, request_id, batch, outputs, started, decoded, variant)
+        self.monitor.predicted(
+            entry.card,
+            request_id,
+            batch,
+            outputs,
+            started,
+            decoded,
+            variant,
+            batched=entry.batcher is not None,
+        )
         return outputs
 
     async def _choose(
@@ -325,8 +334,13 @@ class DataPlane:
         policy = batch_policy(self.settings, entry.card.name)
         batcher = None
         if policy is not None:
-            batcher = Batcher(entry.model.predict, self._executor, policy)
             card = entry.card
+            batcher = Batcher(
+                entry.model.predict,
+                self._executor,
+                policy,
+                on_outputs=partial(self.monitor.batch_predicted, card),
+            )
 
             def observe(rows: int, requests: int, waits: Sequence[float]) -> None:
                 if self.on_batch is not None:

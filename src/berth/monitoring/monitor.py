@@ -158,14 +158,32 @@ class Monitor:
         started: float,
         decoded: float,
         variant: str | None = None,
+        *,
+        batched: bool = False,
     ) -> None:
-        """A successful prediction: `started`/`decoded` are `perf_counter()` readings; `variant`
-        is the route's arm that served it (None without a route)."""
+        """A successful prediction request: `started`/`decoded` are `perf_counter()` readings;
+        `variant` is the route's arm that served it (None without a route). `batched`: its rows
+        were already counted by `batch_predicted` with the rest of their batch."""
         now = time.perf_counter()
         series = self._series_of(card)
         series.decode.observe(decoded - started)
-        series.predict.observe(now - decoded)
         series.ok.inc()
+        if not batched:
+            self.batch_predicted(card, batch, outputs, now - decoded)
+        record = current_request.get()
+        if record is not None:
+            self._note(record, card, variant, request_id, "ok")
+            record.started, record.decoded, record.predicted_at = started, decoded, now
+        self._record(card, request_id, "ok", now - started, batch, outputs, variant)
+
+    def batch_predicted(
+        self, card: ModelCard, batch: Batch, outputs: Outputs, seconds: float
+    ) -> None:
+        """One call of the model (a merged batch, or one request's rows when not batched) took
+        `seconds`: the predict stage, rows, predicted classes or values, and the drift window.
+        Once per batch rather than per request; called from the predict threads too."""
+        series = self._series_of(card)
+        series.predict.observe(seconds)
         series.rows.inc(len(outputs))
         if outputs.values is not None:
             if len(outputs.values) == 1:
@@ -178,11 +196,6 @@ class Monitor:
         window = self.windows.get((card.name, card.version))
         if window is not None:
             window.add(batch, outputs)
-        record = current_request.get()
-        if record is not None:
-            self._note(record, card, variant, request_id, "ok")
-            record.started, record.decoded, record.predicted_at = started, decoded, now
-        self._record(card, request_id, "ok", now - started, batch, outputs, variant)
 
     def failed(
         self,
