@@ -37,6 +37,7 @@ __all__ = ["PendingRecord", "PredictionLog", "outputs_json"]
 
 log = logging.getLogger("berth.predictionlog")
 
+_WAKE_RECORDS = 64
 _REFUSED = (DataError, IntegrityError)
 """Errors about a record's content; anything else (connection, timeout) means the database is down."""
 
@@ -145,6 +146,9 @@ class PredictionLog:
         self._counter = metrics.prediction_log_records
         self._buffered = metrics.prediction_log_buffered
         self.buffer_max = settings.prediction_log_buffer
+        # Wake the writer well before a full batch: records hold their request's arrays, and
+        # a deep buffer of 100-row requests costs tens of MB per worker.
+        self._wake_at = min(self.batch_size, _WAKE_RECORDS)
         self._buffer: deque[Record] = deque()  # appends and pops are atomic: no lock needed
         self._wake = threading.Event()
         self._stopping = False
@@ -227,7 +231,7 @@ class PredictionLog:
             self._spill([record.row(self.fields)])
             return
         buffer.append(record)
-        if len(buffer) >= self.batch_size and not self._wake.is_set():
+        if len(buffer) >= self._wake_at and not self._wake.is_set():
             self._wake.set()
 
     # -- writer thread ----------------------------------------------------------------------
