@@ -257,8 +257,12 @@ class PredictionLog:
     def _take(self, limit: int | None) -> list[Record]:
         """Up to `limit` buffered records, oldest first."""
         buffer = self._buffer
-        n = len(buffer) if limit is None else min(limit, len(buffer))
-        records = [buffer.popleft() for _ in range(n)]
+        records: list[Record] = []
+        while buffer and (limit is None or len(records) < limit):
+            try:
+                records.append(buffer.popleft())
+            except IndexError:  # close() after a join timeout races the writer for the rest
+                break
         self._buffered.set(len(buffer))
         return records
 
