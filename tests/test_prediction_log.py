@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -252,3 +254,34 @@ def test_a_record_the_database_refuses_is_dropped_alone(tmp_path: Path) -> None:
         engine.dispose()
     assert stored == ["r0", "r2", "req-10", "req-11"]
     assert plog.counts == {"written": 4, "spilled": 0, "replayed": 0, "dropped": 1}
+
+
+def test_serving_imports_sqlalchemy_only_in_the_writer_thread(
+    registry: Registry, tmp_path: Path
+) -> None:
+    """SQLAlchemy takes ~0.2 s to import: not on the way to readiness (the writer loads it)."""
+    register_fake(registry, "adder")
+    script = f"""
+import sys, time
+from pathlib import Path
+from berth.server.app import create_app
+from berth.settings import Settings
+app = create_app(Settings(registry={str(registry.root)!r}, state_dir={str(tmp_path)!r}))
+plog = app.state.dataplane.monitor.prediction_log
+print("before start:", "sqlalchemy" in sys.modules)
+plog.start()
+deadline = time.monotonic() + 30
+while not plog._migrated and time.monotonic() < deadline:
+    time.sleep(0.05)
+plog.close()
+print("after start:", "sqlalchemy" in sys.modules, plog._migrated)
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+        cwd=Path(__file__).parent.parent,
+    )
+    assert done.stdout.splitlines() == ["before start: False", "after start: True True"]

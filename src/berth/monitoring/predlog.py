@@ -20,31 +20,30 @@ from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
-from sqlalchemy import Engine
-from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 
 from berth.ids import new_id
-from berth.monitoring import store
 from berth.monitoring.metrics import Metrics
+from berth.monitoring.records import LAZY_STORES, json_dumps, require_driver, store_url
 from berth.runtimes.base import Batch
 from berth.settings import Settings
 from berth.types import Outputs
+
+if TYPE_CHECKING:  # SQLAlchemy loads in the writer thread, off the way to readiness
+    from sqlalchemy import Engine
 
 __all__ = ["PendingRecord", "PredictionLog", "outputs_json"]
 
 log = logging.getLogger("berth.predictionlog")
 
 _WAKE_RECORDS = 64
-_REFUSED = (DataError, IntegrityError)
-"""Errors about a record's content; anything else (connection, timeout) means the database is down."""
 
 
 def outputs_json(outputs: Outputs) -> dict[str, Any]:
     """`{"predictions": [...], "probabilities": [[...]]?}` for a batch's outputs (arrays stay
-    arrays: `store.json_dumps` writes them without a detour through Python lists)."""
+    arrays: `records.json_dumps` writes them without a detour through Python lists)."""
     if outputs.values is not None:
         return {"predictions": outputs.values}
     data: dict[str, Any] = {"predictions": list(outputs.labels or [])}
@@ -113,6 +112,8 @@ Record = PendingRecord | FeedbackRecord
 
 def _insert(engine: Engine, rows: list[dict[str, Any]]) -> None:
     """Rows of both tables (feedback rows carry `"_table": "feedback"`), in one transaction."""
+    from berth.monitoring import store
+
     predictions = [row for row in rows if "_table" not in row]
     truths = [{k: v for k, v in row.items() if k != "_table"} for row in rows if "_table" in row]
     store.insert_rows(engine, predictions, truths)
@@ -132,8 +133,12 @@ class PredictionLog:
     """Records predictions off the request path; see the module docstring for the guarantees."""
 
     def __init__(self, settings: Settings, state_dir: Path, metrics: Metrics) -> None:
-        self.url = store.store_url(settings.prediction_store, state_dir)
-        self.engine: Engine = store.create_store_engine(self.url)
+        self.url = store_url(settings.prediction_store, state_dir)
+        self._engine: Engine | None = None
+        self._engine_lock = threading.Lock()
+        require_driver(self.url)  # a store that cannot work fails the start, as before
+        if not self.url.startswith(LAZY_STORES):
+            self.engine  # noqa: B018 (other stores: SQLAlchemy checks the URL and driver now)
         self.fields = frozenset(settings.prediction_log_fields)
         self.sample_rate = settings.prediction_log_sample_rate
         self.batch_size = settings.prediction_log_batch
@@ -161,13 +166,22 @@ class PredictionLog:
 
     # -- lifecycle --------------------------------------------------------------------------
 
+    @property
+    def engine(self) -> Engine:
+        """The store's engine, made on first use (that is when SQLAlchemy is imported)."""
+        with self._engine_lock:
+            if self._engine is None:
+                from berth.monitoring import store
+
+                self._engine = store.create_store_engine(self.url)
+            return self._engine
+
     def start(self) -> None:
-        """Create or migrate the schema (now if the database answers, else once it does) and
-        start the writer thread."""
+        """Start the writer thread, which creates or migrates the schema first (once the
+        database answers) while records already buffer."""
         self.spill_dir.mkdir(parents=True, exist_ok=True)
         if self.url.startswith("sqlite:///"):
             Path(self.url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        self._ensure_schema()
         self._stopping = False
         self._thread = threading.Thread(target=self._loop, name="berth-predlog", daemon=True)
         self._thread.start()
@@ -182,7 +196,8 @@ class PredictionLog:
         leftover = self._take(limit=None)
         if leftover:
             self._spill([r.row(self.fields) for r in leftover])
-        self.engine.dispose()
+        if self._engine is not None:
+            self._engine.dispose()
 
     # -- request path -----------------------------------------------------------------------
 
@@ -237,6 +252,7 @@ class PredictionLog:
     # -- writer thread ----------------------------------------------------------------------
 
     def _loop(self) -> None:
+        self._ensure_schema()
         if self._spilled_any(orphans=True) and self._ensure_schema():
             self._replay_all()
         while not self._stopping:
@@ -271,6 +287,10 @@ class PredictionLog:
         if not self._database_usable():
             return False
         if not self._migrated:
+            from sqlalchemy.exc import SQLAlchemyError
+
+            from berth.monitoring import store
+
             try:
                 store.migrate(self.engine)
             except SQLAlchemyError as exc:
@@ -280,6 +300,8 @@ class PredictionLog:
         return True
 
     def _write(self, records: list[Record]) -> None:
+        from sqlalchemy.exc import SQLAlchemyError
+
         rows = [r.row(self.fields) for r in records]
         if self._ensure_schema():
             try:
@@ -295,17 +317,20 @@ class PredictionLog:
         """Insert rows; when the database refuses their content (not its connection), insert
         them one by one and drop, count and log those it refuses: one bad record must not hold
         every later one in the spill file. Returns how many were stored."""
+        from sqlalchemy.exc import DataError, IntegrityError
+
+        refused = (DataError, IntegrityError)  # the record's content; others: the database is down
         try:
             _insert(self.engine, rows)
             return len(rows)
-        except _REFUSED:
+        except refused:
             pass
         stored = 0
         for row in rows:
             try:
                 _insert(self.engine, [row])
                 stored += 1
-            except _REFUSED as exc:
+            except refused as exc:
                 log.error(
                     "the prediction store refused a record; dropped",
                     extra={"request_id": row.get("request_id"), "error": str(exc).splitlines()[0]},
@@ -332,7 +357,7 @@ class PredictionLog:
     # -- spill and replay -------------------------------------------------------------------
 
     def _spill(self, rows: list[dict[str, Any]]) -> None:
-        data = b"".join(store.json_dumps(row) + b"\n" for row in rows)
+        data = b"".join(json_dumps(row) + b"\n" for row in rows)
         with self._spill_lock:
             try:
                 size = self.spill_path.stat().st_size if self.spill_path.exists() else 0
@@ -392,6 +417,8 @@ class PredictionLog:
 
     def _replay(self, path: Path) -> bool:
         """Insert a claimed spill file's records; on failure keep only those not yet stored."""
+        from sqlalchemy.exc import SQLAlchemyError
+
         replayed = 0
         with path.open("rb") as handle:
             chunk: list[bytes] = []

@@ -8,12 +8,12 @@ and, on PostgreSQL, serialised by an advisory lock, so concurrent starts are saf
 from __future__ import annotations
 
 import re
+import sqlite3
+import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 import orjson
 from sqlalchemy import (
     JSON,
@@ -38,7 +38,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.schema import CreateIndex, CreateTable
 
-from berth.errors import InvalidInput, MissingExtra, StoreUnavailable
+from berth.errors import InvalidInput, StoreUnavailable
+from berth.monitoring.records import json_dumps, require_driver, store_url
 
 __all__ = [
     "MIGRATIONS",
@@ -122,27 +123,6 @@ MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
 _LOCK_ID = 0x6265727468  # "berth"
 
 
-def store_url(setting: str, state_dir: Path) -> str:
-    """The SQLAlchemy URL for the `prediction_store` setting (PostgreSQL goes through psycopg 3)."""
-    if not setting:
-        return f"sqlite:///{state_dir / 'predictions.db'}"
-    for prefix in ("postgresql://", "postgres://"):
-        if setting.startswith(prefix):
-            return "postgresql+psycopg://" + setting[len(prefix) :]
-    return setting
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, np.ndarray | np.generic):  # arrays orjson does not take as they are
-        return value.tolist()
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
-
-
-def json_dumps(value: Any) -> bytes:
-    """JSON of a record's values; NumPy arrays are written directly (no Python lists between)."""
-    return orjson.dumps(value, default=_plain, option=orjson.OPT_SERIALIZE_NUMPY)
-
-
 def _json(value: Any) -> str:
     return json_dumps(value).decode()
 
@@ -150,13 +130,8 @@ def _json(value: Any) -> str:
 def create_store_engine(url: str) -> Engine:
     """An engine with short connect timeouts (a down database must not stall the writer long)
     and orjson for the JSON columns."""
+    require_driver(url)
     if url.startswith("postgresql+psycopg"):
-        try:
-            import psycopg  # noqa: F401
-        except ImportError:
-            raise MissingExtra(
-                "a PostgreSQL prediction store needs psycopg: pip install 'berth[postgres]'"
-            ) from None
         return create_engine(
             url,
             connect_args={"connect_timeout": 3},
@@ -176,7 +151,7 @@ def create_store_engine(url: str) -> Engine:
         @event.listens_for(engine, "connect")
         def _wal(dbapi_connection: Any, _record: Any) -> None:
             cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
+            _set_wal(cursor)
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.close()
 
@@ -186,11 +161,29 @@ def create_store_engine(url: str) -> Engine:
     )
 
 
+def _set_wal(cursor: Any, attempts: int = 200) -> None:
+    """`PRAGMA journal_mode=WAL`, retried: while another connection switches a new file to WAL,
+    SQLite answers "database is locked" at once instead of waiting out the busy timeout (workers
+    starting together on a fresh state folder)."""
+    for attempt in range(attempts):
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == attempts - 1:
+                raise
+            time.sleep(0.01)
+
+
 def migrate(engine: Engine) -> int:
     """Apply the migrations this database has not seen; returns the schema version."""
     with engine.begin() as conn:
         if conn.dialect.name == "postgresql":
             conn.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _LOCK_ID})
+        elif conn.dialect.name == "sqlite":
+            # Take the write lock first: two deferred transactions that both read the schema and
+            # then write fail with "database is locked" instead of waiting for each other.
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
         _create_if_missing(conn, schema_version)
         applied = set(conn.scalars(select(schema_version.c.version)))
         for version, description, step in MIGRATIONS:

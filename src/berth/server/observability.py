@@ -11,7 +11,6 @@ from starlette.responses import HTMLResponse, PlainTextResponse, Response
 
 from berth.dataplane import DataPlane
 from berth.errors import NotFound
-from berth.monitoring import store
 from berth.monitoring.metrics import CONTENT_TYPE_LATEST
 from berth.monitoring.summary import model_totals
 from berth.server.encoding import json_response
@@ -61,6 +60,8 @@ def build_monitoring_router(dataplane: DataPlane) -> APIRouter:
         plog = monitor.prediction_log
         if plog is None:
             raise NotFound("the prediction log is off (BERTH_PREDICTION_LOG=false)")
+        from berth.monitoring import store  # SQLAlchemy: not imported on the way to readiness
+
         rows = await asyncio.to_thread(
             store.query,
             plog.engine,
