@@ -19,7 +19,7 @@ from berth.monitoring.metrics import Metrics
 from berth.monitoring.monitor import Monitor
 from berth.monitoring.predlog import PredictionLog
 from berth.monitoring.reference import reference_statistics
-from berth.server.observe import ObservabilityMiddleware
+from berth.server.observe import ObservabilityMiddleware, RequestObserver
 from berth.settings import Settings
 from berth.types import ModelCard, Outputs, Signature
 
@@ -47,7 +47,12 @@ def monitor_hooks(settings: Settings, label: str) -> None:
     monitor.loaded(CARD, 0.1)
     t0 = time.perf_counter()
     calls = timeit.repeat(
-        lambda: monitor.predicted(CARD, "r", BATCH, OUT, t0, t0), number=N, repeat=3
+        lambda: (
+            monitor.batch_predicted(CARD, BATCH, OUT, 0.0),
+            monitor.predicted(CARD, "r", BATCH, OUT, t0, t0),
+        ),
+        number=N,
+        repeat=3,
     )
     if monitor.prediction_log is not None:
         monitor.prediction_log.close()
@@ -76,7 +81,7 @@ async def _loop(target: Any) -> float:
 
 
 def middleware() -> None:
-    wrapped_app = ObservabilityMiddleware(_app, Metrics(), access_log_on=False)
+    wrapped_app = ObservabilityMiddleware(_app, RequestObserver(Metrics(), access_log_on=False))
     bare = min(asyncio.run(_loop(_app)) for _ in range(3))
     wrapped = min(asyncio.run(_loop(wrapped_app)) for _ in range(3))
     print(f"middleware (no access log): {(wrapped - bare) * 1e6:.1f} us per request")
@@ -100,7 +105,7 @@ def prediction_log() -> None:
     print(
         f"prediction log submit (request path): {(time.perf_counter() - started) / N * 1e6:.1f} us"
     )
-    records, _ = plog._drain(limit=None)
+    records = plog._take(limit=None)
     state.mkdir(parents=True, exist_ok=True)
     store.migrate(plog.engine)
     started = time.perf_counter()

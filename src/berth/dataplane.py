@@ -295,16 +295,7 @@ class DataPlane:
         finally:
             entry.in_flight -= 1
         self._observe(name, variant, entry, started, "ok", outputs, request_id)
-        self.monitor.predicted(
-            entry.card,
-            request_id,
-            batch,
-            outputs,
-            started,
-            decoded,
-            variant,
-            batched=entry.batcher is not None,
-        )
+        self.monitor.predicted(entry.card, request_id, batch, outputs, started, decoded, variant)
         return outputs
 
     async def _choose(
@@ -358,6 +349,14 @@ class DataPlane:
         record.batch = BatchTicket()
         return record.batch
 
+    def _predict_observed(self, entry: LoadedModel, batch: Batch) -> Outputs:
+        """One model call without a batcher, monitored as a batcher's `on_outputs` would."""
+        started = time.perf_counter()
+        outputs = entry.model.predict(batch)
+        if len(outputs) == len(batch):
+            self.monitor.batch_predicted(entry.card, batch, outputs, time.perf_counter() - started)
+        return outputs
+
     async def _run(
         self,
         entry: LoadedModel,
@@ -370,7 +369,7 @@ class DataPlane:
             if batcher is not None:
                 return await batcher.submit(batch, ticket)
             loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self._executor, entry.model.predict, batch)
+            return await loop.run_in_executor(self._executor, self._predict_observed, entry, batch)
         except BerthError:
             raise
         except Exception as exc:

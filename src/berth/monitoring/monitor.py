@@ -158,18 +158,14 @@ class Monitor:
         started: float,
         decoded: float,
         variant: str | None = None,
-        *,
-        batched: bool = False,
     ) -> None:
         """A successful prediction request: `started`/`decoded` are `perf_counter()` readings;
-        `variant` is the route's arm that served it (None without a route). `batched`: its rows
-        were already counted by `batch_predicted` with the rest of their batch."""
+        `variant` is the route's arm that served it (None without a route). Its rows were
+        counted by `batch_predicted`, with the rest of the model call that answered them."""
         now = time.perf_counter()
         series = self._series_of(card)
         series.decode.observe(decoded - started)
         series.ok.inc()
-        if not batched:
-            self.batch_predicted(card, batch, outputs, now - decoded)
         record = current_request.get()
         if record is not None:
             self._note(record, card, variant, request_id, "ok")
@@ -179,9 +175,9 @@ class Monitor:
     def batch_predicted(
         self, card: ModelCard, batch: Batch, outputs: Outputs, seconds: float
     ) -> None:
-        """One call of the model (a merged batch, or one request's rows when not batched) took
-        `seconds`: the predict stage, rows, predicted classes or values, and the drift window.
-        Once per batch rather than per request; called from the predict threads too."""
+        """One call of the model (a merged batch, or one request's rows when not batched; shadow
+        calls too) took `seconds`: the predict stage, rows, predicted classes or values, and the
+        drift window. Once per call rather than per request, in the thread that ran the model."""
         series = self._series_of(card)
         series.predict.observe(seconds)
         series.rows.inc(len(outputs))

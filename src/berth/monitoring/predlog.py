@@ -252,8 +252,7 @@ class PredictionLog:
     # -- writer thread ----------------------------------------------------------------------
 
     def _loop(self) -> None:
-        self._ensure_schema()
-        if self._spilled_any(orphans=True) and self._ensure_schema():
+        if self._ensure_schema() and self._spilled_any(orphans=True):
             self._replay_all()
         while not self._stopping:
             self._wake.wait(self.flush_s)

@@ -46,7 +46,6 @@ __all__ = [
     "count",
     "create_store_engine",
     "insert_rows",
-    "json_dumps",
     "migrate",
     "parse_since",
     "predictions",
