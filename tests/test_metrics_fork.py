@@ -24,6 +24,8 @@ for n in (3, 4):
     children.append(pid)
 for pid in children:
     os.waitpid(pid, 0)
+written = {f.name for f in Path(sys.argv[1]).iterdir()}
+print(all(f"counter_{pid}.db" in written for pid in children))
 text = metrics.render().decode()
 print([l for l in text.splitlines() if l.startswith(("berth_requests_total", "berth_requests_in"))])
 for pid in children:
@@ -45,7 +47,8 @@ def test_fork_after_import_sums_workers(tmp_path: Path) -> None:
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    first, second = result.stdout.splitlines()
+    files_per_worker, first, second = result.stdout.splitlines()
+    assert files_per_worker == "True"  # each child wrote under its own pid (cached, see metrics.py)
     assert (
         'berth_requests_total{endpoint="/predict",model="m",status_class="2xx",variant="",version="1"} 7.0'
         in first
