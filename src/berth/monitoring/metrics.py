@@ -85,24 +85,6 @@ def observe_many(histogram: Any, amounts: np.ndarray) -> None:
         histogram._buckets[i].inc(int(counts[i]))
 
 
-_pid = os.getpid()
-
-
-def _forked() -> None:
-    global _pid
-    _pid = os.getpid()
-
-
-os.register_at_fork(after_in_child=_forked)
-
-
-def _process_id() -> int:
-    """This process's id, as multiprocess values name their files by. prometheus-client asks
-    `os.getpid()`, a system call, on every write to check for a fork; the pid changes only
-    across a fork, where the hook above refreshes it."""
-    return _pid
-
-
 def multiprocess_dir() -> str | None:
     """The shared folder of multiprocess mode, when it is on in this process."""
     return os.environ.get(MULTIPROC_ENV) or None
@@ -120,15 +102,7 @@ def prepare_multiprocess_dir(path: Path) -> None:
         shutil.rmtree(path)
     path.mkdir(parents=True)
     os.environ[MULTIPROC_ENV] = str(path)
-    _use_multiprocess_values()
-
-
-def _use_multiprocess_values() -> None:
-    """Make prometheus-client store new values in the shared folder (each call starts a new set
-    of files), knowing its pid cheaply."""
-    value_class = values.MultiProcessValue(process_identifier=_process_id)  # type: ignore[no-untyped-call]
-    value_class.cheap_pid = True
-    values.ValueClass = value_class
+    values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
 
 
 def mark_worker_dead(pid: int) -> None:
@@ -145,9 +119,7 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         self.multiprocess = multiprocess_dir() is not None
-        if self.multiprocess and not getattr(values.ValueClass, "cheap_pid", False):
-            _use_multiprocess_values()  # the folder was set before this process started
-        else:
+        if not self.multiprocess:
             ProcessCollector(registry=self.registry)
         r = self.registry
         http = ["model", "version", "variant", "endpoint", "status_class"]

@@ -13,7 +13,6 @@ other request goes down the stack. With CORS origins configured it is not instal
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 import time
@@ -27,7 +26,7 @@ from berth.errors import BerthError, PayloadTooLarge
 from berth.monitoring.context import current_request
 from berth.server.access import Gate, admit, path_requirement
 from berth.server.errors import berth_error_response, error_response
-from berth.server.guard import GuardState, with_security_headers
+from berth.server.guard import Deadlines, GuardState, with_security_headers
 from berth.server.middleware import assign_request_id, body_limit_message, request_id_of
 from berth.server.observe import RequestObserver
 from berth.server.rest import predict_response
@@ -63,6 +62,7 @@ class PredictFastPath:
         self.public_paths = frozenset(settings.public_paths)
         self.max_body_bytes = settings.max_body_bytes
         self.timeout_s = settings.request_timeout_s
+        self.deadlines = Deadlines(self.timeout_s) if self.timeout_s else None
         self.security_headers = settings.security_headers
 
     def match(self, scope: Scope) -> tuple[str, re.Match[str]] | None:
@@ -149,8 +149,10 @@ class PredictFastPath:
             return self._error(scope, overloaded)
         guard.in_flight += 1
         try:
-            if self.timeout_s:
-                response = await self._predict_in_time(scope, receive, name, version, many)
+            if self.deadlines is not None:
+                response = await self._predict_in_time(
+                    self.deadlines, scope, receive, name, version, many
+                )
             else:
                 response = await self._predict(scope, receive, name, version, many)
         finally:
@@ -160,10 +162,16 @@ class PredictFastPath:
         return response
 
     async def _predict_in_time(
-        self, scope: Scope, receive: Receive, name: str | None, version: str | None, many: bool
+        self,
+        deadlines: Deadlines,
+        scope: Scope,
+        receive: Receive,
+        name: str | None,
+        version: str | None,
+        many: bool,
     ) -> Response | None:
         try:
-            async with asyncio.timeout(self.timeout_s) as deadline:
+            async with deadlines.timeout() as deadline:
                 return await self._predict(scope, receive, name, version, many)
         except TimeoutError:
             if not deadline.expired():

@@ -5,8 +5,10 @@ security headers every response carries."""
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
+from types import TracebackType
 from typing import Any
 
 import orjson
@@ -16,6 +18,7 @@ from berth.errors import BerthError, Overloaded, Timeout
 from berth.monitoring.metrics import Metrics
 
 __all__ = [
+    "Deadlines",
     "GuardState",
     "LoadGuardMiddleware",
     "SecurityHeadersMiddleware",
@@ -44,6 +47,82 @@ async def send_error(
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+class Deadlines:
+    """`asyncio.timeout(seconds)` for every request, with one timer per `resolution` seconds of
+    deadlines instead of one per request (a timer per request costs a handle, a copy of the
+    context and a heap entry to push and cancel: ~5% of a small request's CPU). A deadline fires
+    up to `resolution` late."""
+
+    def __init__(self, seconds: float, resolution: float = 0.05) -> None:
+        self.seconds = seconds
+        self.resolution = min(resolution, seconds / 10)
+        self._windows: dict[int, set[Deadline]] = {}
+
+    def timeout(self) -> Deadline:
+        """`async with deadlines.timeout() as deadline:` as with `asyncio.timeout(seconds)`."""
+        return Deadline(self)
+
+    def _watch(self, deadline: Deadline) -> int:
+        loop = asyncio.get_running_loop()
+        window = math.ceil((loop.time() + self.seconds) / self.resolution)
+        waiting = self._windows.get(window)
+        if waiting is None:
+            waiting = self._windows[window] = set()
+            loop.call_at(window * self.resolution, self._expire, window)
+        waiting.add(deadline)
+        return window
+
+    def _forget(self, deadline: Deadline, window: int) -> None:
+        waiting = self._windows.get(window)
+        if waiting is not None:
+            waiting.discard(deadline)
+
+    def _expire(self, window: int) -> None:
+        for deadline in self._windows.pop(window, ()):
+            deadline.cancel_task()
+
+
+class Deadline:
+    """One request's deadline; raises TimeoutError from its block once expired, like
+    `asyncio.Timeout` (whose cancel-and-uncancel protocol it follows)."""
+
+    __slots__ = ("_cancelling", "_expired", "_owner", "_task", "_window")
+
+    def __init__(self, owner: Deadlines) -> None:
+        self._owner = owner
+        self._expired = False
+
+    def expired(self) -> bool:
+        return self._expired
+
+    def cancel_task(self) -> None:
+        self._expired = True
+        self._task.cancel()
+
+    async def __aenter__(self) -> Deadline:
+        task = asyncio.current_task()
+        if task is None:
+            raise RuntimeError("a deadline needs a running task")
+        self._task = task
+        self._cancelling = task.cancelling()
+        self._window = self._owner._watch(self)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._owner._forget(self, self._window)
+        if (
+            self._expired
+            and self._task.uncancel() <= self._cancelling
+            and exc_type is asyncio.CancelledError
+        ):
+            raise TimeoutError from exc
 
 
 @dataclass(slots=True)
@@ -94,6 +173,7 @@ class LoadGuardMiddleware:
         self.state = state
         self.public_paths = public_paths
         self.timeout_s = timeout_s
+        self.deadlines = Deadlines(timeout_s) if timeout_s else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in self.public_paths:
@@ -116,18 +196,26 @@ class LoadGuardMiddleware:
 
         state.in_flight += 1
         try:
-            if self.timeout_s:
-                await self._with_timeout(scope, receive, send_tracked, send, lambda: started)
+            if self.deadlines is not None:
+                await self._with_timeout(
+                    self.deadlines, scope, receive, send_tracked, send, lambda: started
+                )
             else:
                 await self.app(scope, receive, send_tracked)
         finally:
             state.in_flight -= 1
 
     async def _with_timeout(
-        self, scope: Scope, receive: Receive, send_tracked: Send, send: Send, started: Any
+        self,
+        deadlines: Deadlines,
+        scope: Scope,
+        receive: Receive,
+        send_tracked: Send,
+        send: Send,
+        started: Any,
     ) -> None:
         try:
-            async with asyncio.timeout(self.timeout_s) as deadline:
+            async with deadlines.timeout() as deadline:
                 await self.app(scope, receive, send_tracked)
         except TimeoutError:
             if not deadline.expired() or started():  # a response already began: just cut it
