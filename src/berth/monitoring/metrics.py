@@ -26,8 +26,9 @@ from prometheus_client import (
     ProcessCollector,
     generate_latest,
     multiprocess,
-    values,
 )
+
+from berth.monitoring.buffered import flush, use_buffered_values
 
 __all__ = [
     "CONTENT_TYPE_LATEST",
@@ -102,7 +103,7 @@ def prepare_multiprocess_dir(path: Path) -> None:
         shutil.rmtree(path)
     path.mkdir(parents=True)
     os.environ[MULTIPROC_ENV] = str(path)
-    values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
+    use_buffered_values()
 
 
 def mark_worker_dead(pid: int) -> None:
@@ -119,7 +120,9 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         self.multiprocess = multiprocess_dir() is not None
-        if not self.multiprocess:
+        if self.multiprocess:  # also when the folder was set before this process started
+            use_buffered_values(again=False)
+        else:
             ProcessCollector(registry=self.registry)
         r = self.registry
         http = ["model", "version", "variant", "endpoint", "status_class"]
@@ -283,6 +286,7 @@ class Metrics:
     def scrape_registry(self) -> CollectorRegistry:
         """The registry a scrape reads: every worker's samples merged in multiprocess mode."""
         if self.multiprocess:
+            flush()  # this process's pending increments, so a scrape sees its own requests
             merged = CollectorRegistry()
             multiprocess.MultiProcessCollector(merged)  # type: ignore[no-untyped-call]
             return merged
@@ -302,4 +306,5 @@ class Metrics:
 
     def process_exited(self) -> None:
         """Drop this process's live gauges from the shared folder (graceful worker exit)."""
+        flush()
         mark_worker_dead(os.getpid())
