@@ -285,3 +285,44 @@ print("after start:", "sqlalchemy" in sys.modules, plog._migrated)
         cwd=Path(__file__).parent.parent,
     )
     assert done.stdout.splitlines() == ["before start: False", "after start: True True"]
+
+
+def test_fast_insert_stores_what_sqlalchemy_would(store_setting: str, tmp_path: Path) -> None:
+    """insert_rows passes rows to the driver itself: the same stored values as a Core insert."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import insert, select
+
+    engine = store.create_store_engine(store.store_url(store_setting, tmp_path))
+    store.migrate(engine)
+    record = {
+        "request_id": "req",
+        "ts": datetime(2026, 11, 22, 8, 0, 0, tzinfo=UTC),  # microseconds 0: still written
+        "model": "m",
+        "version": 3,
+        "variant": None,
+        "outcome": "ok",
+        "rows": 2,
+        "latency_ms": 1.5,
+        "inputs": np.array([[1.0, 2.5], [3.0, 4.0]]),
+        "outputs": {"predictions": ["a", "b"], "probabilities": np.array([[0.25, 0.75]] * 2)},
+    }
+    with engine.begin() as conn:
+        conn.execute(insert(store.predictions), [{**record, "id": "core"}])
+    store.insert_rows(engine, [{**record, "id": "fast"}, {**record, "id": "fast2", "inputs": None}])
+    store.insert_rows(engine, [{**record, "id": "fast", "model": "other"}])  # stored id: skipped
+    with engine.connect() as conn:
+        rows = {r.id: r._asdict() for r in conn.execute(select(store.predictions))}
+        raw = {
+            r[0]: tuple(r[1:])
+            for r in conn.execute(text("SELECT id, ts, inputs FROM berth_predictions"))
+        }
+    engine.dispose()
+    assert sorted(rows) == ["core", "fast", "fast2"]
+    core, fast = rows.pop("core"), rows.pop("fast")
+    assert {**core, "id": ""} == {**fast, "id": ""}
+    assert fast["inputs"] == [[1.0, 2.5], [3.0, 4.0]]
+    assert rows["fast2"]["inputs"] is None
+    assert raw["core"] == raw["fast"]  # the stored text (SQLite) or value, not just its reading
+    if engine.dialect.name == "sqlite":
+        assert raw["fast"][0] == "2026-11-22 08:00:00.000000"
