@@ -39,6 +39,7 @@ log = logging.getLogger("berth.server")
 _PREDICT = re.compile(
     r"^(?:/models/(?P<name>[^/]+)(?:/versions/(?P<version>[^/]+))?)?/predict(?P<many>/batch)?$"
 )
+_JSON_TYPE = (b"content-type", b"application/json")
 _CLIENT_GONE = 499  # nginx's code for a request whose client went away before the answer
 
 
@@ -64,6 +65,9 @@ class PredictFastPath:
         self.timeout_s = settings.request_timeout_s
         self.deadlines = Deadlines(self.timeout_s) if self.timeout_s else None
         self.security_headers = settings.security_headers
+        self._hardening = {
+            https: with_security_headers([_JSON_TYPE], https)[1:] for https in (False, True)
+        }
 
     def match(self, scope: Scope) -> tuple[str, re.Match[str]] | None:
         """The request's path (below the root path) and route match when it is a predict call."""
@@ -107,8 +111,8 @@ class PredictFastPath:
             if response is None:
                 return
             headers = [*response.raw_headers, *headers, (b"x-request-id", request_id)]
-            if self.security_headers:
-                headers = with_security_headers(headers, scope.get("scheme") == "https")
+            if self.security_headers:  # every answer here is JSON without any of them yet
+                headers += self._hardening[scope.get("scheme") == "https"]
             status = response.status_code
             responded = time.perf_counter()
             self.observer.responding(record, responded)

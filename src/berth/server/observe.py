@@ -37,6 +37,7 @@ class RequestObserver:
         self.metrics = metrics
         self.access_log_on = access_log_on
         self._series: dict[tuple[str, str, str, str, str], tuple[Any, Any]] = {}
+        self._encode: dict[tuple[str, str], Any] = {}
 
     def open(self) -> RequestRecord:
         """A new request's record (its access line will carry the prediction's outcome)."""
@@ -45,9 +46,11 @@ class RequestObserver:
     def responding(self, record: RequestRecord, now: float) -> None:
         """The response starts: what came after the prediction was encoding."""
         if record.predicted_at:
-            self.metrics.stage_duration.labels(record.model, record.version, "encode").observe(
-                now - record.predicted_at
-            )
+            key = (record.model, record.version)
+            encode = self._encode.get(key)
+            if encode is None:
+                encode = self._encode[key] = self.metrics.stage_duration.labels(*key, "encode")
+            encode.observe(now - record.predicted_at)
 
     def finish(self, scope: Scope, record: RequestRecord, status: int, seconds: float) -> None:
         status_class = f"{status // 100}xx"
