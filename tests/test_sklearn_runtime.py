@@ -207,3 +207,29 @@ def test_tampered_artifact_is_refused_at_load(registry: Registry, tmp_path: Path
     joblib.dump(LogisticRegression().fit(x, 1 - y), artifact)
     with pytest.raises(ChecksumMismatch, match=r"m@1: sha256 of m\.joblib"):
         _predict(registry, {"features": x[0].tolist()})
+
+
+def test_predict_skips_checks_the_codec_already_made(registry: Registry, tmp_path: Path) -> None:
+    """scikit-learn's finiteness and parameter checks are off inside Berth's predict only (the
+    codec refuses NaN first), and the answers are scikit-learn's own."""
+    from berth.dataplane import load_version
+
+    x, y = _xy()
+    estimator = make_pipeline(StandardScaler(), LogisticRegression()).fit(x, y)
+    _register(registry, _save(estimator, tmp_path / "m.joblib"))
+    entry = load_version(registry, Settings(registry=registry.root), "m", 1)
+    seen: list[dict[str, Any]] = []
+    loaded = entry.model.estimator  # type: ignore[attr-defined]
+    original = loaded.predict_proba
+
+    def recording(rows: Any) -> Any:
+        seen.append(sklearn.get_config())
+        return original(rows)
+
+    loaded.predict_proba = recording
+    outputs = entry.model.predict(entry.codec.decode_rows(x[:5].tolist()))
+    assert [(c["assume_finite"], c["skip_parameter_validation"]) for c in seen] == [(True, True)]
+    assert sklearn.get_config()["assume_finite"] is False  # only inside the call
+    np.testing.assert_array_equal(outputs.probabilities, estimator.predict_proba(x[:5]))
+    with pytest.raises(InvalidInput, match="finite"):
+        entry.codec.decode_rows([[float("nan"), 1.0, 2.0, 3.0]])
