@@ -74,3 +74,23 @@ def test_concurrent_requests_share_timers_and_each_gets_its_answer() -> None:
     answers, windows = asyncio.run(main())
     assert answers == ["timeout", "ok"] * 100
     assert windows <= 2  # 200 requests started together: one or two timers, not 200
+
+
+def test_a_new_event_loop_gets_its_own_timers() -> None:
+    deadlines = Deadlines(0.1, resolution=0.05)
+
+    async def request(delay: float) -> str:
+        try:
+            async with deadlines.timeout():
+                await asyncio.sleep(delay)
+            return "ok"
+        except TimeoutError:
+            return "timeout"
+
+    async def leave_a_window_open() -> None:
+        task = asyncio.create_task(request(5))
+        await asyncio.sleep(0)
+        task.cancel()  # its window stays behind, with its timer on this loop, which ends now
+
+    asyncio.run(leave_a_window_open())
+    assert asyncio.run(request(5)) == "timeout"  # same window, next loop: still times out

@@ -2,8 +2,8 @@
 
 In multiprocess mode every `inc` or `observe` of prometheus-client takes a lock and packs the new
 value into the worker's memory-mapped file: ~2-3 µs each on a small VM, and a request touches a
-dozen (counters, histogram buckets and sums, the in-flight gauge): ~8% of a single-row request's
-CPU. Here an increment made on the event loop adds to the value's pending amount, and one callback
+dozen (counters, histogram buckets and sums, the in-flight gauge): ~7% of a single-row request's
+instructions. Here an increment made on the event loop adds to the value's pending amount, and one callback
 per loop turn writes every changed value once; under load one write then carries the increments
 of every request of that turn.
 
