@@ -10,6 +10,16 @@ import pytest
 from berth.server.guard import Deadlines
 
 
+async def _request(deadlines: Deadlines, delay: float) -> str:
+    """A request that takes `delay` seconds under its deadline: "ok" or "timeout"."""
+    try:
+        async with deadlines.timeout():
+            await asyncio.sleep(delay)
+        return "ok"
+    except TimeoutError:
+        return "timeout"
+
+
 def test_a_block_past_its_deadline_raises_timeout_error() -> None:
     async def main() -> tuple[bool, float]:
         deadlines = Deadlines(0.1, resolution=0.01)
@@ -58,15 +68,7 @@ def test_concurrent_requests_share_timers_and_each_gets_its_answer() -> None:
     async def main() -> tuple[list[str], int]:
         deadlines = Deadlines(0.2, resolution=0.05)
 
-        async def request(delay: float) -> str:
-            try:
-                async with deadlines.timeout():
-                    await asyncio.sleep(delay)
-                return "ok"
-            except TimeoutError:
-                return "timeout"
-
-        tasks = [asyncio.create_task(request(0.01 if i % 2 else 5)) for i in range(200)]
+        tasks = [asyncio.create_task(_request(deadlines, 0.01 if i % 2 else 5)) for i in range(200)]
         await asyncio.sleep(0)
         windows = len(deadlines._windows)
         return await asyncio.gather(*tasks), windows
@@ -79,18 +81,12 @@ def test_concurrent_requests_share_timers_and_each_gets_its_answer() -> None:
 def test_a_new_event_loop_gets_its_own_timers() -> None:
     deadlines = Deadlines(0.1, resolution=0.05)
 
-    async def request(delay: float) -> str:
-        try:
-            async with deadlines.timeout():
-                await asyncio.sleep(delay)
-            return "ok"
-        except TimeoutError:
-            return "timeout"
-
     async def leave_a_window_open() -> None:
-        task = asyncio.create_task(request(5))
+        task = asyncio.create_task(_request(deadlines, 5))
         await asyncio.sleep(0)
         task.cancel()  # its window stays behind, with its timer on this loop, which ends now
 
     asyncio.run(leave_a_window_open())
-    assert asyncio.run(request(5)) == "timeout"  # same window, next loop: still times out
+    assert (
+        asyncio.run(_request(deadlines, 5)) == "timeout"
+    )  # same window, next loop: still times out
