@@ -167,12 +167,15 @@ class DataPlane:
 
     def preload(self) -> None:
         """Load every version `start()` will serve, in the calling thread, before any event loop
-        or thread exists (so that worker processes forked afterwards share the loaded models)."""
+        or thread exists (so that worker processes forked afterwards share the loaded models, and the
+        prediction store's code)."""
         for name in self.served:
             primary, _, targets = self._desired(name)
             for version in sorted({primary, *targets.values()}):
                 if (name, version) not in self._loaded:
                     self._loaded[(name, version)] = self.load_now(name, version)
+        if self.monitor.prediction_log is not None:
+            self.monitor.prediction_log.import_store()
 
     async def stop(self) -> None:
         self.ready = False

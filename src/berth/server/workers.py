@@ -68,6 +68,7 @@ def uvicorn_config(app: object, settings: Settings) -> uvicorn.Config:
         log_config=None,
         access_log=False,
         lifespan="on",
+        ws="none",  # no WebSocket routes: the workers need not import a WebSocket library
         timeout_graceful_shutdown=max(1, round(settings.shutdown_timeout_s)),
         ssl_certfile=cert,
         ssl_keyfile=key,
@@ -123,6 +124,8 @@ def serve_workers(settings: Settings, dataplane: DataPlane, app: object) -> None
         extra={"workers": settings.workers, "load_s": round(time.perf_counter() - started, 3)},
     )
     config = uvicorn_config(app, settings)
+    config.load()  # uvicorn's protocol and lifespan modules, imported once for every worker
+    config.get_loop_factory()  # and uvloop's
     sockets = bind_sockets(settings.host, settings.port, settings.workers)
     workers: dict[int, tuple[int, float]] = {}  # pid -> (slot, started)
     stopping = False
