@@ -13,6 +13,7 @@ from berth.logs import configure_logging
 from berth.monitoring.metrics import MULTIPROC_ENV, prepare_multiprocess_dir
 from berth.registry import Registry
 from berth.server.app import create_app
+from berth.server.arenas import limit_malloc_arenas
 from berth.server.shutdown import GracefulServer, drainer
 from berth.settings import Settings
 
@@ -50,6 +51,7 @@ def run(settings: Settings) -> None:
     from berth.server.workers import tls_files, uvicorn_config
 
     tls_files(settings)  # refuse a bad TLS setting before anything starts
+    limit_malloc_arenas()  # before any thread of ours allocates
     configure_logging(settings)
     if settings.workers > 1:  # before any metric exists: every worker writes to the shared folder
         shared = (
