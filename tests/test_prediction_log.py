@@ -326,3 +326,39 @@ def test_fast_insert_stores_what_sqlalchemy_would(store_setting: str, tmp_path: 
     assert raw["core"] == raw["fast"]  # the stored text (SQLite) or value, not just its reading
     if engine.dialect.name == "sqlite":
         assert raw["fast"][0] == "2026-11-22 08:00:00.000000"
+
+
+def test_writes_of_any_size_use_a_few_distinct_statements(
+    store_setting: str, tmp_path: Path
+) -> None:
+    """The driver keeps every distinct statement it prepared: writes of 1 to 600 records must
+    reuse a handful of them (one per record count cost ~30 MiB a worker), and store every row."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import event
+
+    engine = store.create_store_engine(store.store_url(store_setting, tmp_path))
+    store.migrate(engine)
+    statements: set[str] = set()
+    event.listen(engine, "before_cursor_execute", lambda *args: statements.add(args[2]))
+    record = {
+        "request_id": "req",
+        "ts": datetime(2026, 12, 7, tzinfo=UTC),
+        "model": "m",
+        "version": 1,
+        "variant": None,
+        "outcome": "ok",
+        "rows": 1,
+        "latency_ms": 1.0,
+        "inputs": np.array([[1.0]]),
+        "outputs": None,
+    }
+    sizes = [*range(1, 70), 255, 256, 257, 500, 511, 600]
+    for size in sizes:
+        store.insert_rows(engine, [{**record, "id": f"{size}-{i}"} for i in range(size)])
+    with engine.connect() as conn:
+        stored = conn.execute(text("SELECT count(*) FROM berth_predictions")).scalar_one()
+    engine.dispose()
+    assert stored == sum(sizes)
+    inserts = {sql for sql in statements if sql.startswith("INSERT INTO berth_predictions")}
+    assert len(inserts) <= 9  # 1, 2, 4, ..., 256 rows

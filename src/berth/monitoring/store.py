@@ -7,11 +7,12 @@ and, on PostgreSQL, serialised by an advisory lock, so concurrent starts are saf
 
 from __future__ import annotations
 
+import functools
 import operator
 import re
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -226,21 +227,39 @@ def insert_rows(
 _COLUMNS = [c.name for c in predictions.columns]
 _VALUES = operator.itemgetter(*_COLUMNS)
 _TS, _INPUTS, _OUTPUTS = (_COLUMNS.index(name) for name in ("ts", "inputs", "outputs"))
-_ROWS_PER_STATEMENT = 500  # x 11 values: within SQLite's 32,766 and PostgreSQL's 65,535
+# Rows of one INSERT: powers of two up to 256 (x 11 values: within SQLite's 32,766 and
+# PostgreSQL's 65,535). The driver keeps each distinct statement it prepares (sqlite3 caches 128,
+# psycopg prepares repeated ones on the server): one per row count up to 500 held ~30 MiB a worker.
+_LARGEST_STATEMENT = 256
+
+
+def _statement_sizes(rows: int) -> Iterator[int]:
+    while rows:
+        size = min(_LARGEST_STATEMENT, 1 << (rows.bit_length() - 1))
+        yield size
+        rows -= size
+
+
+@functools.cache
+def _insert_sql(mark: str, rows: int) -> str:
+    one = "(" + ", ".join(mark for _ in _COLUMNS) + ")"
+    values = ", ".join(one for _ in range(rows))
+    columns = ", ".join(_COLUMNS)
+    return f"INSERT INTO {predictions.name} ({columns}) VALUES {values} ON CONFLICT (id) DO NOTHING"
 
 
 def _insert_predictions(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
-    """Insert prediction rows (skipping ids already stored) with one multi-row INSERT per 500,
+    """Insert prediction rows (skipping ids already stored) with a few multi-row INSERTs,
     passed to the driver as they are. What `conn.execute(insert(...), rows)` would store, at a
     fraction of the cost: its per-row parameter processing cost more than SQLite's insert, and
     the driver's executemany releases and retakes the GIL once per row, taking turns with the
     event loop thread each time."""
     sqlite_text = conn.dialect.name == "sqlite"
     mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
-    one = "(" + ", ".join(mark for _ in _COLUMNS) + ")"
-    head = f"INSERT INTO {predictions.name} ({', '.join(_COLUMNS)}) VALUES "
-    for start in range(0, len(rows), _ROWS_PER_STATEMENT):
-        chunk = rows[start : start + _ROWS_PER_STATEMENT]
+    start = 0
+    for size in _statement_sizes(len(rows)):
+        chunk = rows[start : start + size]
+        start += size
         values: list[Any] = []
         for row in chunk:
             value = list(_VALUES(row))
@@ -249,8 +268,7 @@ def _insert_predictions(conn: Connection, rows: Sequence[dict[str, Any]]) -> Non
             if sqlite_text:  # SQLAlchemy's text form of a DateTime on SQLite (time zone dropped)
                 value[_TS] = value[_TS].replace(tzinfo=None).isoformat(" ", "microseconds")
             values += value
-        sql = head + ", ".join(one for _ in chunk) + " ON CONFLICT (id) DO NOTHING"
-        conn.exec_driver_sql(sql, tuple(values))
+        conn.exec_driver_sql(_insert_sql(mark, size), tuple(values))
 
 
 def _upsert_feedback(conn: Connection) -> Any:
