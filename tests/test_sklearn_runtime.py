@@ -17,9 +17,10 @@ import sklearn
 import skops.io
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.datasets import make_classification
+from sklearn.decomposition import PCA
 from sklearn.feature_extraction.text import CountVectorizer
 from sklearn.linear_model import LinearRegression, LogisticRegression
-from sklearn.pipeline import make_pipeline
+from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
@@ -130,6 +131,35 @@ def test_svc_labels_come_from_predict(registry: Registry, tmp_path: Path) -> Non
     assert prediction.outputs.labels == model.predict(x[:50]).tolist()
 
 
+@pytest.mark.filterwarnings("ignore:The `probability` parameter was deprecated:FutureWarning")
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: Pipeline(
+            [("scale", StandardScaler()), ("skip", "passthrough"), ("clf", LogisticRegression())]
+        ),
+        lambda: make_pipeline(StandardScaler(), make_pipeline(PCA(3), LogisticRegression())),
+        lambda: make_pipeline(StandardScaler(), SVC(probability=True, random_state=0)),
+        lambda: make_pipeline(StandardScaler(), LinearRegression()),
+    ],
+    ids=["passthrough", "nested", "svc", "regressor"],
+)
+def test_pipelines_answer_what_scikit_learn_answers(
+    registry: Registry, tmp_path: Path, build: Any
+) -> None:
+    """Berth calls a pipeline's steps itself (skipping Pipeline's per-call checks): the same
+    probabilities, labels and values, bit for bit."""
+    x, y = _xy()
+    model = build().fit(x, y)
+    _register(registry, _save(model, tmp_path / "m.joblib"))
+    outputs = _predict(registry, {"instances": x[:50].tolist()}, many=True).outputs
+    if outputs.values is not None:
+        np.testing.assert_array_equal(outputs.values, model.predict(x[:50]))
+        return
+    assert outputs.labels == model.predict(x[:50]).tolist()
+    np.testing.assert_array_equal(outputs.probabilities, model.predict_proba(x[:50]))
+
+
 def test_classifier_without_probabilities(registry: Registry, tmp_path: Path) -> None:
     x, y = _xy()
     _register(registry, _save(SVC().fit(x, y), tmp_path / "m.joblib"))
@@ -219,7 +249,7 @@ def test_predict_skips_checks_the_codec_already_made(registry: Registry, tmp_pat
     _register(registry, _save(estimator, tmp_path / "m.joblib"))
     entry = load_version(registry, Settings(registry=registry.root), "m", 1)
     seen: list[dict[str, Any]] = []
-    loaded = entry.model.estimator  # type: ignore[attr-defined]
+    loaded = entry.model.estimator.steps[-1][1]  # type: ignore[attr-defined]
     original = loaded.predict_proba
 
     def recording(rows: Any) -> Any:

@@ -14,6 +14,7 @@ import numpy as np
 import sklearn
 import sklearn.exceptions
 from sklearn.base import clone, is_classifier, is_regressor
+from sklearn.pipeline import Pipeline
 
 from berth.errors import InvalidInput, LibraryVersionMismatch, ModelLoadError, UnsafeModel
 from berth.runtimes.base import Batch, Hints, Model, Vocabulary
@@ -84,6 +85,17 @@ def _final_step(estimator: Any) -> Any:
     while hasattr(estimator, "steps"):
         estimator = estimator.steps[-1][1]
     return estimator
+
+
+def _pipeline_parts(estimator: Any) -> tuple[list[Any], Any]:
+    """The transforms a Pipeline applies before its final estimator (nested final pipelines
+    flattened, `"passthrough"` steps dropped), and that estimator. Calling them in turn is what
+    `Pipeline.predict*` does, without its per-call fitted and routing checks: 30-60 µs a call."""
+    transforms: list[Any] = []
+    while type(estimator) is Pipeline:  # a subclass may predict differently
+        *head, (_, estimator) = estimator.steps
+        transforms += [step for _, step in head if not (step is None or isinstance(step, str))]
+    return transforms, estimator
 
 
 def _vectorizer(step: Any) -> Any:
@@ -232,6 +244,7 @@ class SklearnModel(Model):
         names = getattr(self.estimator, "feature_names_in_", None)
         self._frame_columns = list(names) if names is not None else None
         self._forest = forest_predictor(self.estimator)
+        self._transforms, self._final = _pipeline_parts(self.estimator)
 
     def predict(self, batch: Batch) -> Outputs:
         if self._forest is not None:  # rows arrive in the order the forest was fitted on
@@ -242,13 +255,16 @@ class SklearnModel(Model):
             return self._predict(self._as_model_input(batch), batch)
 
     def _predict(self, rows: Any, batch: Batch) -> Outputs:
+        for transform in self._transforms:
+            rows = transform.transform(rows)
+        final = self._final
         if self.card.task == "regression":
-            return self._outputs(self.estimator.predict(rows), batch)
+            return self._outputs(final.predict(rows), batch)
         if not self.card.has_probabilities:
-            return Outputs(labels=self._labels(self.estimator.predict(rows)))
-        outputs = self._outputs(self.estimator.predict_proba(rows), batch)
-        if outputs.labels is None:
-            labels = self._labels(self.estimator.predict(rows))
+            return Outputs(labels=self._labels(final.predict(rows)))
+        outputs = self._outputs(final.predict_proba(rows), batch)
+        if outputs.labels is None:  # from the same transformed rows: one pass of the transforms
+            labels = self._labels(final.predict(rows))
             return Outputs(labels=labels, probabilities=outputs.probabilities)
         return outputs
 
