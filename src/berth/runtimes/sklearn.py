@@ -19,6 +19,7 @@ from sklearn.pipeline import Pipeline
 from berth.errors import InvalidInput, LibraryVersionMismatch, ModelLoadError, UnsafeModel
 from berth.runtimes.base import Batch, Hints, Model, Vocabulary
 from berth.runtimes.forest import forest_predictor
+from berth.runtimes.text_linear import text_linear_predictor
 from berth.security.unpickle import UnpicklePolicy, load_joblib, load_pickle, load_unrestricted
 from berth.settings import Settings
 from berth.types import Label, ModelCard, Outputs, Signature, Task
@@ -243,12 +244,13 @@ class SklearnModel(Model):
         )
         names = getattr(self.estimator, "feature_names_in_", None)
         self._frame_columns = list(names) if names is not None else None
-        self._forest = forest_predictor(self.estimator)
+        # scikit-learn's answers without its per-call overhead, for the estimators that allow it
+        self._lean = forest_predictor(self.estimator) or text_linear_predictor(self.estimator)
         self._transforms, self._final = _pipeline_parts(self.estimator)
 
     def predict(self, batch: Batch) -> Outputs:
-        if self._forest is not None:  # rows arrive in the order the forest was fitted on
-            return self._outputs(self._forest(batch), batch)
+        if self._lean is not None:  # rows arrive in the order the model was fitted on
+            return self._outputs(self._lean(batch), batch)
         # The codec has refused non-finite numbers already, and a fitted model's parameters were
         # checked when it was fitted: scikit-learn's own checks of both cost 8-22% of a predict.
         with sklearn.config_context(assume_finite=True, skip_parameter_validation=True):
