@@ -23,18 +23,26 @@ from sklearn.preprocessing import StandardScaler
 
 from berth.dataplane import DataPlane
 from berth.registry import Registry
-from berth.runtimes import runtime_for_file
+from berth.runtimes import forest, runtime_for_file
 from berth.runtimes.forest import forest_predictor
 from berth.settings import Settings
 
 RNG = np.random.default_rng(7)
 
 
+@pytest.fixture(params=["walk all trees at once", "walk tree by tree"], autouse=True)
+def walk(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test runs with each of the two ways to walk the trees, whatever the batch size."""
+    limit = 10**9 if request.param == "walk all trees at once" else 0
+    monkeypatch.setattr(forest, "WALK_ALL_MAX", limit)
+    monkeypatch.setattr(forest, "WALK_ALL_NODES", limit)
+
+
 def _inputs(x: np.ndarray) -> list[np.ndarray]:
-    """Training rows (leaf thresholds sit between them), random rows, one row, and rows on
-    exact split thresholds."""
+    """Training rows (leaf thresholds sit between them), random rows, one row, rounded rows,
+    and rows of halves: on integer features (see the tests), exactly on the split thresholds."""
     noise = RNG.normal(size=(500, x.shape[1])) * x.std(axis=0) + x.mean(axis=0)
-    return [x, noise, x[:1], np.round(x, 1)]
+    return [x, noise, x[:1], np.round(x, 1), np.round(noise * 2) / 2]
 
 
 @pytest.mark.parametrize(
@@ -49,6 +57,7 @@ def test_classifier_probabilities_are_identical(estimator: Any) -> None:
     x, y = make_classification(
         n_samples=300, n_features=8, n_informative=5, n_classes=3, random_state=0
     )
+    x = np.round(x * 2)  # integer features: their thresholds are halves, which inputs can hit
     estimator.fit(x, y)
     predict = forest_predictor(estimator)
     assert predict is not None
@@ -65,6 +74,7 @@ def test_classifier_probabilities_are_identical(estimator: Any) -> None:
 )
 def test_regressor_values_are_identical(estimator: Any) -> None:
     x, y = make_regression(n_samples=300, n_features=6, noise=5.0, random_state=0)
+    x = np.round(x * 2)  # integer features: their thresholds are halves, which inputs can hit
     estimator.fit(x, y)
     predict = forest_predictor(estimator)
     assert predict is not None

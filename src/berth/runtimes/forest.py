@@ -47,15 +47,63 @@ def forest_predictor(estimator: Any) -> Predictor | None:
     return _Forest(trees, leaves)
 
 
+# Walk every tree at once, one NumPy step per level, when batch rows x tree depth is at most
+# this: for small batches it replaces ~4 µs of per-tree calls with a few calls per level (one row
+# of the 100-tree example: ~410 -> ~75 µs); for large ones the per-tree walk in C is faster.
+WALK_ALL_MAX = 192
+# ... and when the forest has at most this many nodes: the shared node table costs 20 bytes a node.
+WALK_ALL_NODES = 1_000_000
+
+
 class _Forest:
     def __init__(self, trees: list[Any], leaves: list[np.ndarray]) -> None:
         self.trees = trees
         self.leaves = leaves
+        self.depth = max(int(tree.max_depth) for tree in trees)
+        self.walk_all_rows = WALK_ALL_MAX // max(1, self.depth)
+        if sum(tree.node_count for tree in trees) > WALK_ALL_NODES:
+            self.walk_all_rows = 0
+            return
+        # Every tree's nodes in one table. A leaf points to itself past a threshold of +inf, so
+        # walking `depth` levels leaves each row at its leaf whatever depth that leaf has.
+        starts = np.cumsum([0] + [tree.node_count for tree in trees[:-1]])
+        self.roots = starts[:, None]
+        left, right, feature, threshold = [], [], [], []
+        for start, tree in zip(starts, trees, strict=True):
+            own = np.arange(tree.node_count) + start
+            leaf = tree.children_left == -1
+            left.append(np.where(leaf, own, tree.children_left + start))
+            right.append(np.where(leaf, own, tree.children_right + start))
+            feature.append(np.where(leaf, 0, tree.feature))
+            threshold.append(np.where(leaf, np.inf, tree.threshold))
+        self.left = np.concatenate(left).astype(np.int32)
+        self.right = np.concatenate(right).astype(np.int32)
+        self.feature = np.concatenate(feature).astype(np.int32)
+        self.threshold = np.concatenate(threshold)
+        self.values = np.concatenate(leaves)
+        # the per-tree walk reads the same leaf values: views, not a second copy
+        self.leaves = [
+            self.values[start : start + len(v)] for start, v in zip(starts, leaves, strict=True)
+        ]
 
     def __call__(self, rows: Any) -> np.ndarray:
         features = np.asarray(rows, dtype=np.float32)
+        if len(features) <= self.walk_all_rows:
+            return self._walk_all(features)
         total = np.zeros((len(features), *self.leaves[0].shape[1:]), dtype=np.float64)
         for tree, leaf_values in zip(self.trees, self.leaves, strict=True):
             total += leaf_values[tree.apply(features)]
+        total /= len(self.trees)
+        return total
+
+    def _walk_all(self, features: np.ndarray) -> np.ndarray:
+        node = np.repeat(self.roots, len(features), axis=1)  # trees x rows
+        rows = np.arange(len(features))
+        for _ in range(self.depth):
+            # float32 features against float64 thresholds, compared in float64 as the trees do
+            go_left = features[rows, self.feature[node]] <= self.threshold[node]
+            node = np.where(go_left, self.left[node], self.right[node])
+        # summed tree by tree in order, like the loop above (cumsum never sums pairwise)
+        total: np.ndarray = np.cumsum(self.values[node], axis=0)[-1]
         total /= len(self.trees)
         return total
