@@ -10,7 +10,7 @@ from starlette.responses import Response
 from starlette.types import Scope
 
 from berth.dataplane import DataPlane
-from berth.server.encoding import json_response, parse_json, prediction_rows
+from berth.server.encoding import json_response, parse_instances, parse_json, prediction_rows
 from berth.server.middleware import request_id_of
 from berth.server.schemas import (
     BatchRequest,
@@ -68,7 +68,7 @@ async def predict_response(
     prediction = await dataplane.predict(
         name,
         version or given.get("x-berth-version") or None,
-        parse_json(body),
+        parse_instances(body) if many else parse_json(body),
         many=many,
         request_id=request_id,
         key=given.get("x-berth-key"),
