@@ -11,6 +11,15 @@ then confirm with `make bench`.
     .venv/bin/python bench/request_cost.py intent --concurrency 64
     .venv/bin/python bench/request_cost.py tabular --rows 100 --concurrency 16 --requests 640
     BERTH_PREDICTION_LOG=false .venv/bin/python bench/request_cost.py intent   # settings apply
+    .venv/bin/python bench/request_cost.py intent --access-log   # JSON access lines to a file
+
+Where `perf` has no hardware counters (some VMs), count instructions with callgrind instead, at
+two request counts (the warm-up is the same for both; their difference is the measured requests):
+
+    PYTHONHASHSEED=0 valgrind --tool=callgrind --callgrind-out-file=/tmp/a.out \\
+        .venv/bin/python bench/request_cost.py intent --requests 640       # ~1.5 min each
+    # ... the same with --requests 1920 into /tmp/b.out; then
+    # (total of b - total of a) / 1280 = instructions per request (~573k for intent c64)
 
 Needs `make bench`'s registry (bench/.work/registry; `make bench` or `berth --registry
 bench/.work/registry examples train intent tabular regression`) and Linux `perf` (without it,
@@ -43,6 +52,11 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--requests", type=int, default=6400, help="measured requests")
+    parser.add_argument(
+        "--access-log",
+        action="store_true",
+        help="write JSON access lines (to a file in the temporary folder), as `berth serve` does",
+    )
     args = parser.parse_args()
 
     state = Path(tempfile.mkdtemp(prefix="berth-cost-"))
@@ -53,8 +67,13 @@ def main() -> None:
     from berth.server.app import create_app
     from berth.settings import Settings
 
-    settings = Settings(registry=WORK / "registry", models=[args.model], access_log=False)
-    app = create_app(settings)  # no access lines on the terminal; its cost is ~1% of a request
+    settings = Settings(registry=WORK / "registry", models=[args.model], access_log=args.access_log)
+    if args.access_log:
+        from berth.logs import configure_logging
+
+        lines = (state / "access.log").open("w")
+        configure_logging(settings.model_copy(update={"log_format": "json"}), lines)
+    app = create_app(settings)
     try:
         asyncio.run(_measure(app, args))
     finally:
@@ -106,8 +125,11 @@ async def _measure(app: Any, args: argparse.Namespace) -> None:
     lifespan_in: asyncio.Queue[dict[str, str]] = asyncio.Queue()
     lifespan_out: asyncio.Queue[dict[str, str]] = asyncio.Queue()
     lifespan = asyncio.create_task(
-        app({"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}, lifespan_in.get,
-            lifespan_out.put)
+        app(
+            {"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}},
+            lifespan_in.get,
+            lifespan_out.put,
+        )
     )
     await lifespan_in.put({"type": "lifespan.startup"})
     await lifespan_out.get()
