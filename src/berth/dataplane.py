@@ -244,7 +244,8 @@ class DataPlane:
         request_id: str = "",
         key: str | None = None,
     ) -> Prediction:
-        """Decode one instance (or `{"instances": [...]}` when `many`) and predict it.
+        """Decode one instance (or `{"instances": [...]}` when `many`, parsed or as the server's
+        `validation.NumberRows`) and predict it.
 
         With no `version`, the model's route (if any) picks the variant, by `key` or by the route's
         sticky body field when given; otherwise the served version answers.
