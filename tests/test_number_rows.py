@@ -4,6 +4,7 @@ decode to the same matrix, bit for bit, and fail with the same errors, as the us
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -54,28 +55,21 @@ body = st.one_of(
 )
 
 
-def outcome(codec: InputCodec, parsed: Any) -> tuple[str, Any]:
+def decoded(parse: Callable[[bytes], Any], codec: InputCodec, raw: bytes) -> tuple[str, Any]:
+    """("ok", the batch's bytes) or (the error's class name, its message)."""
     try:
-        batch = codec.decode_many(parsed)
+        batch = codec.decode_many(parse(raw))
     except BerthError as exc:
         return type(exc).__name__, exc.message
     return "ok", np.asarray(batch).tobytes() if not isinstance(batch, list) else batch
 
 
 def usual(codec: InputCodec, raw: bytes) -> tuple[str, Any]:
-    try:
-        parsed = parse_json(raw)
-    except BerthError as exc:
-        return type(exc).__name__, exc.message
-    return outcome(codec, parsed)
+    return decoded(parse_json, codec, raw)
 
 
 def direct(codec: InputCodec, raw: bytes) -> tuple[str, Any]:
-    try:
-        parsed = parse_instances(raw)
-    except BerthError as exc:
-        return type(exc).__name__, exc.message
-    return outcome(codec, parsed)
+    return decoded(parse_instances, codec, raw)
 
 
 @SETTINGS
