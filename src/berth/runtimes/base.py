@@ -13,10 +13,13 @@ import numpy as np
 from berth.settings import Settings
 from berth.types import Label, ModelCard, Outputs, Task
 
-__all__ = ["Batch", "Hints", "Model", "Vocabulary"]
+__all__ = ["Batch", "Hints", "LeanPredictor", "Model", "Vocabulary"]
 
 Batch = list[str] | np.ndarray[Any, np.dtype[np.float64]]
 """A batch of rows: raw strings for text models, a 2-D float64 array for tabular ones."""
+LeanPredictor = Callable[[Any], np.ndarray]
+"""A batch in, what scikit-learn's `predict_proba` (or `predict`) would answer out: the
+runtimes' faster paths for particular estimators (`forest.py`, `text_linear.py`)."""
 
 
 @dataclass(frozen=True, slots=True)

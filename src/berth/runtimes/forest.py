@@ -9,7 +9,6 @@ results are bit-identical, at a small fraction of the overhead.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -20,15 +19,16 @@ from sklearn.ensemble import (
     RandomForestRegressor,
 )
 
+from berth.runtimes.base import LeanPredictor
+
 __all__ = ["forest_predictor"]
 
-Predictor = Callable[[Any], np.ndarray]
 
 _CLASSIFIERS = (RandomForestClassifier, ExtraTreesClassifier)
 _REGRESSORS = (RandomForestRegressor, ExtraTreesRegressor)
 
 
-def forest_predictor(estimator: Any) -> Predictor | None:
+def forest_predictor(estimator: Any) -> LeanPredictor | None:
     """`predict_proba` (classifiers) or `predict` (regressors) of a single-output forest, or
     None when `estimator` is not one (pipelines, multi-output forests and everything else keep
     scikit-learn's own methods)."""

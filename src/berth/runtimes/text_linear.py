@@ -11,7 +11,7 @@ used after it gave exactly scikit-learn's answers on probe texts when the model 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -25,14 +25,15 @@ from sklearn.utils.sparsefuncs_fast import (
     inplace_csr_row_normalize_l2,
 )
 
+from berth.runtimes.base import LeanPredictor
+
 __all__ = ["text_linear_predictor"]
 
-Predictor = Callable[[Any], np.ndarray]  # texts -> probabilities
 
 _NORMALIZE = {"l1": inplace_csr_row_normalize_l1, "l2": inplace_csr_row_normalize_l2, None: None}
 
 
-def text_linear_predictor(estimator: Any) -> Predictor | None:
+def text_linear_predictor(estimator: Any) -> LeanPredictor | None:
     """`predict_proba` of a `Pipeline(TfidfVectorizer, LogisticRegression)`, or None when
     `estimator` is not one, or when the lean path does not give scikit-learn's exact answers
     on probe texts made of its vocabulary (then scikit-learn's own methods stay)."""
